@@ -1,0 +1,1 @@
+"""Routing analysis: statistics of router decisions, per layer and across layers."""

@@ -1,0 +1,1 @@
+"""Command-line entry points: ``python -m espnet_omni.bin.<name>``."""

@@ -1,0 +1,23 @@
+"""espnet2.bin.asr_train with espnet-omni's encoders and model registered.
+
+Accepts exactly the arguments of ``python -m espnet2.bin.asr_train`` (training and
+``--collect_stats true``). Multi-process CPU or multi-node training::
+
+    python -m torch.distributed.run --standalone --nproc_per_node 2 \\
+        -m espnet_omni.bin.asr_train ... --ngpu 0 --multiprocessing_distributed false \\
+        --dist_backend gloo
+"""
+
+from typing import List, Optional
+
+import espnet_omni  # noqa: F401  (registers the classes)
+from espnet2.bin.asr_train import main as espnet_main
+from espnet_omni.bin.launch import run
+
+
+def main(cmd: Optional[List[str]] = None) -> None:
+    run(espnet_main, cmd)
+
+
+if __name__ == "__main__":
+    main()

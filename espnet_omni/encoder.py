@@ -1,0 +1,484 @@
+"""Transformer encoder whose FFN blocks are sparse Mixture-of-Experts layers.
+
+One implementation, three registered variants:
+
+* ``omni_router`` (:class:`OmniRouterEncoder`): ONE router shared by every MoE block;
+* ``switch`` (:class:`SwitchEncoder`): one router per MoE block (Switch Transformer);
+* ``dense_transformer`` (:class:`DenseTransformerEncoder`): the dense twin, an ordinary
+  FFN of the same size in every block.
+
+Options keep the names of ESPnet's ``TransformerEncoder`` (output_size, attention_heads,
+linear_units, num_blocks, dropout_rate, input_layer, normalize_before, ...), so moving from
+``encoder: transformer`` means changing the name and adding the MoE keys.
+"""
+
+import difflib
+import inspect
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from typeguard import typechecked
+
+from espnet2.asr.ctc import CTC
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
+from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
+from espnet.nets.pytorch_backend.transformer.embedding import (
+    ConvolutionalPositionalEmbedding,
+    PositionalEncoding,
+    ScaledPositionalEncoding,
+)
+from espnet.nets.pytorch_backend.transformer.encoder_layer import EncoderLayer
+from espnet.nets.pytorch_backend.transformer.layer_norm import LayerNorm
+from espnet.nets.pytorch_backend.transformer.subsampling import (
+    Conv1dSubsampling2,
+    Conv2dSubsampling,
+    Conv2dSubsampling1,
+    Conv2dSubsampling2,
+    Conv2dSubsampling6,
+    Conv2dSubsampling8,
+    TooShortUttError,
+    check_short_utt,
+)
+
+from espnet_omni.moe.experts import Experts, FeedForward
+from espnet_omni.moe.layer import MoEFeedForward
+from espnet_omni.moe.router import Router, RouterOutput
+
+POSITIONAL_ENCODINGS = {
+    "abs_pos": PositionalEncoding,
+    "scaled_abs_pos": ScaledPositionalEncoding,
+    "conv": ConvolutionalPositionalEmbedding,
+}
+
+CONV_SUBSAMPLING = {
+    "conv1d2": Conv1dSubsampling2,
+    "conv2d": Conv2dSubsampling,
+    "conv2d1": Conv2dSubsampling1,
+    "conv2d2": Conv2dSubsampling2,
+    "conv2d6": Conv2dSubsampling6,
+    "conv2d8": Conv2dSubsampling8,
+}
+
+INPUT_LAYERS = sorted(CONV_SUBSAMPLING) + ["linear", "stack"]
+
+
+class FrameStackSubsampling(torch.nn.Module):
+    """Concatenate ``stride`` consecutive frames, then project to d_model.
+
+    The cheap front end of the released Omni-router models (4x stacking of 80-dim log-mel,
+    then a linear layer) in place of convolutional subsampling. The last group is padded
+    with zeros, so T' = ceil(T / stride) and every input frame is kept.
+
+    Args:
+        idim: feature dimension D.
+        odim: d_model.
+        stride: frames per group.
+        pos_enc: positional encoding module applied after the projection.
+    """
+
+    def __init__(self, idim: int, odim: int, stride: int, pos_enc: torch.nn.Module):
+        super().__init__()
+        if stride < 1:
+            raise ValueError(f"stack_frames must be >= 1, got {stride}")
+        self.stride = stride
+        self.out = torch.nn.Linear(idim * stride, odim)
+        self.pos_enc = pos_enc
+
+    def forward(
+        self, x: torch.Tensor, x_mask: Optional[torch.Tensor]
+    ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """(B, T, D), mask (B, 1, T) -> (B, T', odim), mask (B, 1, T')."""
+        batch, length, dim = x.shape
+        if x_mask is not None:
+            # Frames past an utterance's end must not leak into its last group.
+            x = x.masked_fill(~x_mask.transpose(1, 2), 0.0)
+        pad = -length % self.stride
+        if pad:
+            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+        x = self.pos_enc(self.out(x.reshape(batch, -1, dim * self.stride)))
+        if x_mask is None:
+            return x, None
+        # A group is real when its first frame is: T' = ceil(T / stride).
+        return x, x_mask[:, :, :: self.stride]
+
+
+class MoEEncoderLayer(EncoderLayer):
+    """ESPnet's EncoderLayer whose feed-forward block may be a MoEFeedForward.
+
+    ESPnet's EncoderLayer calls the FFN without the padding mask; the MoE layer needs it to
+    keep padded frames out of dispatch, balancing loss and statistics.
+    """
+
+    def forward(
+        self, x: torch.Tensor, mask: torch.Tensor
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[RouterOutput]]:
+        """(B, T, d), mask (B, 1, T) -> (B, T, d), mask, RouterOutput or None."""
+        residual = x
+        if self.normalize_before:
+            x = self.norm1(x)
+        if self.concat_after:
+            x = residual + self.concat_linear(
+                torch.cat((x, self.self_attn(x, x, x, mask)), dim=-1)
+            )
+        else:
+            x = residual + self.dropout(self.self_attn(x, x, x, mask))
+        if not self.normalize_before:
+            x = self.norm1(x)
+
+        residual = x
+        if self.normalize_before:
+            x = self.norm2(x)
+        routing = None
+        if isinstance(self.feed_forward, MoEFeedForward):
+            x, routing = self.feed_forward(x, mask.squeeze(1))
+        else:
+            x = self.feed_forward(x)
+        x = residual + self.dropout(x)
+        if not self.normalize_before:
+            x = self.norm2(x)
+        return x, mask, routing
+
+
+def resolve_moe_blocks(moe_layers: Union[str, Sequence[int]], num_blocks: int) -> List[int]:
+    """Turn the ``moe_layers`` option into sorted 1-based block numbers.
+
+    "all": every block (the released models); "every_other": blocks 2, 4, 6, ...
+    (GShard / Switch convention); "none": no MoE block; or an explicit list of 1-based block
+    numbers, as in ESPnet's ``interctc_layer_idx``.
+    """
+    if isinstance(moe_layers, str):
+        choices = {
+            "all": list(range(1, num_blocks + 1)),
+            "every_other": list(range(2, num_blocks + 1, 2)),
+            "none": [],
+        }
+        if moe_layers not in choices:
+            raise ValueError(
+                f"moe_layers must be one of {sorted(choices)} or a list of 1-based block "
+                f"numbers, got '{moe_layers}'"
+            )
+        return choices[moe_layers]
+    blocks = sorted(set(moe_layers))
+    if blocks and (blocks[0] < 1 or blocks[-1] > num_blocks):
+        raise ValueError(
+            f"moe_layers lists block numbers 1..num_blocks={num_blocks}, got {list(moe_layers)}"
+        )
+    return blocks
+
+
+class MoETransformerEncoder(AbsEncoder):
+    """Transformer encoder with top-k MoE FFNs and an optionally shared router.
+
+    Args (ESPnet TransformerEncoder names):
+        input_size: input feature dimension.
+        output_size: d_model.
+        attention_heads: heads of self-attention.
+        linear_units: hidden size of the dense FFN and (unless ``expert_units``) of each expert.
+        num_blocks: number of encoder blocks.
+        dropout_rate, positional_dropout_rate, attention_dropout_rate: dropout rates.
+        input_layer: conv2d, conv2d1, conv2d2, conv2d6, conv2d8, conv1d2 (ESPnet's
+            subsampling), linear, or stack (``stack_frames`` frames concatenated + linear).
+        pos_enc_layer_type: abs_pos, scaled_abs_pos or conv.
+        normalize_before: pre-LN blocks (default) or post-LN.
+        concat_after: as in ESPnet.
+        interctc_layer_idx, interctc_use_conditioning: intermediate CTC, as in ESPnet.
+        qk_norm, use_flash_attn, use_sdpa: attention options of ESPnet's MultiHeadedAttention.
+
+    Args (MoE):
+        num_experts: experts per MoE block (E).
+        moe_layers: "all", "every_other", "none" or a list of 1-based block numbers.
+        share_router: True for the Omni-router (one router for all MoE blocks), False for
+            Switch (one router per MoE block).
+        top_k: experts per token.
+        expert_units: hidden size of each expert (default ``linear_units``).
+        activation_type: relu, gelu, swish or tanh, for experts and dense FFNs alike.
+        capacity_factor: training capacity factor; null = dropless (default).
+        eval_capacity_factor: capacity factor in eval mode; null = dropless.
+        router_jitter: multiplicative router-input noise in training (0 = off).
+        router_renormalize: with top_k > 1, rescale the k gates to sum to 1.
+        stack_frames: group size of ``input_layer: stack``.
+
+    After each forward, :attr:`routing` holds the RouterOutput of every MoE block, in block
+    order, for the model to turn into losses and statistics.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int = 256,
+        attention_heads: int = 4,
+        linear_units: int = 1024,
+        num_blocks: int = 6,
+        dropout_rate: float = 0.1,
+        positional_dropout_rate: float = 0.1,
+        attention_dropout_rate: float = 0.0,
+        input_layer: str = "conv2d",
+        pos_enc_layer_type: str = "abs_pos",
+        normalize_before: bool = True,
+        concat_after: bool = False,
+        interctc_layer_idx: List[int] = [],
+        interctc_use_conditioning: bool = False,
+        qk_norm: bool = False,
+        use_flash_attn: bool = True,
+        use_sdpa: bool = False,
+        num_experts: int = 8,
+        moe_layers: Union[str, List[int]] = "all",
+        share_router: bool = True,
+        top_k: int = 1,
+        expert_units: Optional[int] = None,
+        activation_type: str = "relu",
+        capacity_factor: Optional[float] = None,
+        eval_capacity_factor: Optional[float] = None,
+        router_jitter: float = 0.0,
+        router_renormalize: bool = False,
+        stack_frames: int = 4,
+    ):
+        super().__init__()
+        self._output_size = output_size
+        self.normalize_before = normalize_before
+        self.moe_blocks = resolve_moe_blocks(moe_layers, num_blocks)
+        self.share_router = share_router
+        if self.moe_blocks:
+            if num_experts < 1:
+                raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+            if not 1 <= top_k <= num_experts:
+                raise ValueError(
+                    f"top_k must be between 1 and num_experts={num_experts}, got {top_k}"
+                )
+
+        if pos_enc_layer_type not in POSITIONAL_ENCODINGS:
+            raise ValueError(
+                f"pos_enc_layer_type must be one of {sorted(POSITIONAL_ENCODINGS)}, "
+                f"got '{pos_enc_layer_type}'"
+            )
+        pos_enc_class = POSITIONAL_ENCODINGS[pos_enc_layer_type]
+        self.embed = self._build_input_layer(
+            input_layer, input_size, output_size, dropout_rate,
+            pos_enc_class(output_size, positional_dropout_rate), stack_frames,
+        )
+
+        if use_flash_attn:
+            try:
+                import flash_attn  # noqa: F401
+                from espnet2.torch_utils.get_flash_attn_compatability import (
+                    is_flash_attn_supported,
+                )
+
+                use_flash_attn = is_flash_attn_supported()
+            except Exception:
+                use_flash_attn = False
+
+        expert_units = expert_units or linear_units
+        shared_router = (
+            Router(output_size, num_experts, top_k, router_jitter, router_renormalize)
+            if share_router and self.moe_blocks
+            else None
+        )
+
+        def feed_forward(block: int) -> torch.nn.Module:
+            if block not in self.moe_blocks:
+                return FeedForward(output_size, linear_units, dropout_rate, activation_type)
+            router = shared_router or Router(
+                output_size, num_experts, top_k, router_jitter, router_renormalize
+            )
+            experts = Experts(
+                num_experts, output_size, expert_units, dropout_rate, activation_type
+            )
+            return MoEFeedForward(router, experts, capacity_factor, eval_capacity_factor)
+
+        self.encoders = torch.nn.ModuleList(
+            MoEEncoderLayer(
+                output_size,
+                MultiHeadedAttention(
+                    attention_heads, output_size, attention_dropout_rate, qk_norm,
+                    use_flash_attn, False, False, use_sdpa,
+                ),
+                feed_forward(block),
+                dropout_rate,
+                normalize_before,
+                concat_after,
+            )
+            for block in range(1, num_blocks + 1)
+        )
+        if normalize_before:
+            self.after_norm = LayerNorm(output_size)
+
+        if interctc_layer_idx and not (
+            0 < min(interctc_layer_idx) and max(interctc_layer_idx) < num_blocks
+        ):
+            raise ValueError(
+                f"interctc_layer_idx must lie in 1..num_blocks-1={num_blocks - 1}, "
+                f"got {interctc_layer_idx}"
+            )
+        self.interctc_layer_idx = interctc_layer_idx
+        self.interctc_use_conditioning = interctc_use_conditioning
+        self.conditioning_layer = None
+        self.routing: List[RouterOutput] = []
+
+    @staticmethod
+    def _build_input_layer(
+        input_layer: str,
+        input_size: int,
+        output_size: int,
+        dropout_rate: float,
+        pos_enc: torch.nn.Module,
+        stack_frames: int,
+    ) -> torch.nn.Module:
+        if input_layer in CONV_SUBSAMPLING:
+            return CONV_SUBSAMPLING[input_layer](input_size, output_size, dropout_rate, pos_enc)
+        if input_layer == "stack":
+            return FrameStackSubsampling(input_size, output_size, stack_frames, pos_enc)
+        if input_layer == "linear":
+            return torch.nn.Sequential(
+                torch.nn.Linear(input_size, output_size),
+                torch.nn.LayerNorm(output_size),
+                torch.nn.Dropout(dropout_rate),
+                torch.nn.ReLU(),
+                pos_enc,
+            )
+        raise ValueError(f"input_layer must be one of {INPUT_LAYERS}, got '{input_layer}'")
+
+    def output_size(self) -> int:
+        return self._output_size
+
+    @property
+    def routers(self) -> List[Router]:
+        """The distinct Router modules (one for the Omni-router, one per MoE block for Switch)."""
+        seen: Dict[int, Router] = {}
+        for layer in self.encoders:
+            if isinstance(layer.feed_forward, MoEFeedForward):
+                seen.setdefault(id(layer.feed_forward.router), layer.feed_forward.router)
+        return list(seen.values())
+
+    def forward(
+        self,
+        xs_pad: torch.Tensor,
+        ilens: torch.Tensor,
+        prev_states: torch.Tensor = None,
+        ctc: CTC = None,
+        return_all_hs: bool = False,
+    ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+        """Encode padded features.
+
+        Args:
+            xs_pad: (B, T, D) input features.
+            ilens: (B,) input lengths.
+            prev_states: not used.
+            ctc: CTC module, for intermediate-CTC conditioning.
+            return_all_hs: also return every block's output.
+
+        Returns:
+            (B, T', d) encoded states (or, with intermediate CTC / return_all_hs, a tuple
+            of them and the intermediate outputs), (B,) output lengths, None.
+        """
+        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        if isinstance(self.embed, tuple(CONV_SUBSAMPLING.values())):
+            too_short, limit = check_short_utt(self.embed, xs_pad.size(1))
+            if too_short:
+                raise TooShortUttError(
+                    f"has {xs_pad.size(1)} frames and is too short for subsampling "
+                    f"(it needs more than {limit} frames), return empty results",
+                    xs_pad.size(1),
+                    limit,
+                )
+        if isinstance(self.embed, torch.nn.Sequential):
+            xs_pad = self.embed(xs_pad)
+        else:
+            xs_pad, masks = self.embed(xs_pad, masks)
+
+        routing: List[RouterOutput] = []
+        intermediate_outs = []
+        for block, layer in enumerate(self.encoders, start=1):
+            xs_pad, masks, layer_routing = layer(xs_pad, masks)
+            if layer_routing is not None:
+                routing.append(layer_routing)
+            if return_all_hs:
+                intermediate_outs.append(xs_pad)
+            elif block in self.interctc_layer_idx:
+                encoder_out = self.after_norm(xs_pad) if self.normalize_before else xs_pad
+                intermediate_outs.append((block, encoder_out))
+                if self.interctc_use_conditioning:
+                    xs_pad = xs_pad + self.conditioning_layer(ctc.softmax(encoder_out))
+        self.routing = routing
+
+        if self.normalize_before:
+            xs_pad = self.after_norm(xs_pad)
+        olens = masks.squeeze(1).sum(1)
+        if intermediate_outs:
+            return (xs_pad, intermediate_outs), olens, None
+        return xs_pad, olens, None
+
+    def pop_routing(self) -> List[RouterOutput]:
+        """Return and forget the RouterOutputs of the last forward."""
+        routing, self.routing = self.routing, []
+        return routing
+
+
+def _variant_of(base, fixed: Dict[str, object], hidden: Sequence[str] = ()):
+    """Class decorator for a registered variant of ``base`` with some options fixed.
+
+    The variant accepts the base's options minus ``fixed`` and ``hidden``; an unknown option
+    raises a ValueError naming it, the closest valid name and the encoder. Its signature (what
+    ESPnet's --print_config shows) is the base's without those options.
+    """
+
+    base_sig = inspect.signature(base.__init__)
+    removed = set(fixed) | set(hidden)
+    params = [p for name, p in base_sig.parameters.items() if name not in removed]
+
+    def decorate(cls):
+        options = [p.name for p in params if p.name not in ("self", "input_size")]
+
+        def __init__(self, input_size: int, **kwargs):
+            unknown = [k for k in kwargs if k not in options]
+            if unknown:
+                hints = []
+                for key in unknown:
+                    close = difflib.get_close_matches(key, options, n=1)
+                    hints.append(f"'{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+                raise ValueError(
+                    f"encoder_conf of encoder '{cls.registered_name}': unknown option(s) "
+                    f"{', '.join(hints)}. Valid options: {', '.join(options)}"
+                )
+            base.__init__(self, input_size, **kwargs, **fixed)
+
+        __init__.__signature__ = base_sig.replace(parameters=params)
+        __init__.__doc__ = cls.__doc__
+        cls.__init__ = __init__
+        cls.__signature__ = inspect.Signature(params[1:])
+        return cls
+
+    return decorate
+
+
+MOE_ONLY_OPTIONS = (
+    "num_experts", "moe_layers", "top_k", "expert_units", "capacity_factor",
+    "eval_capacity_factor", "router_jitter", "router_renormalize",
+)
+
+
+@_variant_of(MoETransformerEncoder, fixed={"share_router": True})
+class OmniRouterEncoder(MoETransformerEncoder):
+    """Omni-router encoder: ONE router shared by all MoE blocks (``encoder: omni_router``)."""
+
+    registered_name = "omni_router"
+
+
+@_variant_of(MoETransformerEncoder, fixed={"share_router": False})
+class SwitchEncoder(MoETransformerEncoder):
+    """Switch Transformer encoder: one router per MoE block (``encoder: switch``)."""
+
+    registered_name = "switch"
+
+
+@_variant_of(
+    MoETransformerEncoder,
+    fixed={"moe_layers": "none", "share_router": False},
+    hidden=[o for o in MOE_ONLY_OPTIONS if o != "moe_layers"],
+)
+class DenseTransformerEncoder(MoETransformerEncoder):
+    """The dense twin: the same blocks with an ordinary FFN (``encoder: dense_transformer``)."""
+
+    registered_name = "dense_transformer"

@@ -1,0 +1,86 @@
+"""ESPnetASRModel with the MoE auxiliary losses and routing statistics (``model: moe_espnet``)."""
+
+import inspect
+from typing import Dict, Tuple
+
+import torch
+from typeguard import typechecked
+
+from espnet2.asr.espnet_model import ESPnetASRModel
+from espnet2.torch_utils.device_funcs import force_gatherable
+
+from espnet_omni.analysis.routing_stats import routing_health
+from espnet_omni.moe.losses import load_balancing_loss, router_z_loss
+
+
+class MoEESPnetASRModel(ESPnetASRModel):
+    """ESPnet's ASR model plus the router losses of a MoE encoder.
+
+    loss = ESPnet's loss + load_balance_weight * loss_lb + router_z_weight * loss_z, where
+    loss_lb and loss_z are computed per MoE block (padded frames excluded) and averaged over
+    blocks. ``stats`` gains ``loss_lb``, ``loss_z`` and per-block routing health
+    (``route_entropy_b*``, ``route_max_load_b*``, ``route_unused_b*``, ``route_nmi``), which
+    ESPnet logs and plots to ``exp/<dir>/images``. With an encoder that has no MoE block the
+    model is ESPnet's.
+
+    Args:
+        load_balance_weight: weight of the Switch load-balancing loss.
+        router_z_weight: weight of the router z-loss.
+        report_routing: add the routing health statistics to ``stats``.
+        **kwargs: the arguments of ESPnetASRModel.
+    """
+
+    @typechecked
+    def __init__(
+        self,
+        *args,
+        load_balance_weight: float = 0.01,
+        router_z_weight: float = 0.001,
+        report_routing: bool = True,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        for name, value in (
+            ("load_balance_weight", load_balance_weight),
+            ("router_z_weight", router_z_weight),
+        ):
+            if value < 0:
+                raise ValueError(f"model_conf.{name} must be >= 0, got {value}")
+        self.load_balance_weight = load_balance_weight
+        self.router_z_weight = router_z_weight
+        self.report_routing = report_routing
+
+    def forward(
+        self,
+        speech: torch.Tensor,
+        speech_lengths: torch.Tensor,
+        text: torch.Tensor,
+        text_lengths: torch.Tensor,
+        **kwargs,
+    ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
+        """ESPnet's forward, then the router losses of the encoder's MoE blocks."""
+        loss, stats, weight = super().forward(
+            speech, speech_lengths, text, text_lengths, **kwargs
+        )
+        routing = self.encoder.pop_routing() if hasattr(self.encoder, "pop_routing") else []
+        if not routing:
+            return loss, stats, weight
+        loss_lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
+        loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
+        loss = loss + self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
+        stats["loss_lb"] = loss_lb.detach()
+        stats["loss_z"] = loss_z.detach()
+        if self.report_routing:
+            stats.update(routing_health(routing, self.encoder.moe_blocks))
+        stats["loss"] = loss.detach()
+        return force_gatherable((loss, stats, weight), loss.device)
+
+
+# ESPnet's --print_config lists a class's defaults from its signature: show ESPnet's
+# arguments and ours rather than *args/**kwargs.
+_base = inspect.signature(ESPnetASRModel.__init__).parameters
+_ours = inspect.signature(MoEESPnetASRModel.__init__).parameters
+MoEESPnetASRModel.__signature__ = inspect.Signature(
+    [p for n, p in _base.items() if n != "self"]
+    + [p for n, p in _ours.items() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+)

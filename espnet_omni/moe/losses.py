@@ -1,0 +1,49 @@
+"""Auxiliary router losses, computed per MoE layer from its RouterOutput.
+
+Padded frames are excluded from every average: an ASR batch is often 30%+ padding, and
+counting it would reward routing all padding to one expert.
+"""
+
+import torch
+
+from espnet_omni.moe.router import RouterOutput
+
+
+def _real_tokens(routing: RouterOutput) -> torch.Tensor:
+    """(N,) float32 weights: 1 for real tokens, 0 for padding."""
+    if routing.token_mask is None:
+        return routing.probs.new_ones(routing.probs.size(0))
+    return routing.token_mask.to(routing.probs.dtype)
+
+
+def expert_load(routing: RouterOutput) -> torch.Tensor:
+    """(E,) fraction of real-token assignments that went to each expert (sums to 1)."""
+    weight = _real_tokens(routing)
+    top_k = routing.expert_index.size(1)
+    counts = routing.probs.new_zeros(routing.num_experts).index_add_(
+        0, routing.expert_index.reshape(-1), weight.repeat_interleave(top_k)
+    )
+    return counts / counts.sum().clamp(min=1.0)
+
+
+def mean_router_probs(routing: RouterOutput) -> torch.Tensor:
+    """(E,) mean router probability of each expert over real tokens."""
+    weight = _real_tokens(routing)
+    return (routing.probs * weight[:, None]).sum(0) / weight.sum().clamp(min=1.0)
+
+
+def load_balancing_loss(routing: RouterOutput) -> torch.Tensor:
+    """Switch Transformer balancing loss E * sum_e f_e * P_e (a float32 scalar).
+
+    f_e (``expert_load``) is not differentiable; the gradient flows through P_e. The value
+    is 1.0 for uniform routing and E when every token goes to one expert with probability 1.
+    """
+    return routing.num_experts * torch.dot(expert_load(routing), mean_router_probs(routing))
+
+
+def router_z_loss(routing: RouterOutput) -> torch.Tensor:
+    """ST-MoE z-loss: mean over real tokens of logsumexp(logits)^2 (a float32 scalar)."""
+    weight = _real_tokens(routing)
+    z = torch.logsumexp(routing.logits, dim=-1) ** 2
+    return (z * weight).sum() / weight.sum().clamp(min=1.0)
+

@@ -1,0 +1,71 @@
+"""Shared fixtures: a small tone-sequence corpus generated on the fly."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+
+# Each letter is a tone; words are letter sequences. Learnable by a tiny CTC model in seconds.
+LETTERS = {"a": 300.0, "b": 500.0, "c": 750.0, "d": 1100.0, "e": 1600.0}
+WORDS = ["ab", "cad", "bee", "dab", "ace", "bad"]
+
+
+def make_tone_corpus(root: Path, num_utts: int, seed: int, prefix: str) -> Path:
+    """Write a Kaldi-style data dir (wav.scp, text, utt2spk, spk2utt) of tone sequences."""
+    rng = np.random.default_rng(seed)
+    wav_dir = root / "wav"
+    wav_dir.mkdir(parents=True, exist_ok=True)
+    fs = 16000
+    scp, text, utt2spk = [], [], []
+    for i in range(num_utts):
+        words = list(rng.choice(WORDS, size=rng.integers(1, 4)))
+        pieces = []
+        for word in words:
+            for letter in word:
+                dur = rng.uniform(0.08, 0.12)
+                t = np.arange(int(dur * fs)) / fs
+                pieces.append(0.3 * np.sin(2 * np.pi * LETTERS[letter] * t))
+            pieces.append(np.zeros(int(0.1 * fs)))
+        audio = np.concatenate(pieces) + 0.005 * rng.standard_normal(sum(map(len, pieces)))
+        utt = f"{prefix}spk{i % 3}-{i:04d}"
+        path = wav_dir / f"{utt}.wav"
+        soundfile.write(path, audio.astype(np.float32), fs, subtype="PCM_16")
+        scp.append(f"{utt} {path}")
+        text.append(f"{utt} {' '.join(words).upper()}")
+        utt2spk.append(f"{utt} {prefix}spk{i % 3}")
+    for name, lines in (("wav.scp", scp), ("text", text), ("utt2spk", utt2spk)):
+        (root / name).write_text("\n".join(sorted(lines)) + "\n")
+    spk2utt = {}
+    for line in sorted(utt2spk):
+        utt, spk = line.split()
+        spk2utt.setdefault(spk, []).append(utt)
+    (root / "spk2utt").write_text("".join(f"{s} {' '.join(u)}\n" for s, u in sorted(spk2utt.items())))
+    return root
+
+
+def run_module(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``python -m module args`` and fail the test with its output if it fails."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+    )
+    if proc.returncode != 0:
+        pytest.fail(f"python -m {module} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-8000:]}")
+    return proc
+
+
+@pytest.fixture(scope="session")
+def tone_corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tones")
+    return {
+        "train": make_tone_corpus(root / "train", 48, seed=0, prefix="tr"),
+        "dev": make_tone_corpus(root / "dev", 8, seed=1, prefix="dv"),
+    }

@@ -1,0 +1,161 @@
+"""ESPnet encoder contract and router sharing for omni_router, switch and dense_transformer."""
+
+import pytest
+import torch
+
+import espnet_omni  # noqa: F401
+from espnet2.asr.encoder.abs_encoder import AbsEncoder
+from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
+from espnet_omni.encoder import (
+    DenseTransformerEncoder,
+    MoETransformerEncoder,
+    OmniRouterEncoder,
+    SwitchEncoder,
+)
+from espnet_omni.moe.experts import FeedForward
+from espnet_omni.moe.layer import MoEFeedForward
+
+SMALL = dict(output_size=16, attention_heads=2, linear_units=32, num_blocks=3, dropout_rate=0.0)
+MOE = dict(num_experts=4)
+FEAT = 40
+VARIANTS = {
+    "omni_router": (OmniRouterEncoder, MOE),
+    "switch": (SwitchEncoder, MOE),
+    "dense_transformer": (DenseTransformerEncoder, {}),
+}
+INPUT_LAYERS = ["conv2d", "conv2d2", "conv2d6", "conv2d8", "conv1d2", "linear", "stack"]
+
+def build(name, **overrides):
+    cls, moe = VARIANTS[name]
+    return cls(FEAT, **{**SMALL, **moe, **overrides})
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("input_layer", INPUT_LAYERS)
+def test_encoder_contract(name, input_layer):
+    torch.manual_seed(0)
+    encoder = build(name, input_layer=input_layer)
+    assert isinstance(encoder, AbsEncoder)
+    assert encoder.output_size() == 16
+    ilens = torch.tensor([64, 50, 33])
+    xs = torch.randn(3, 64, FEAT, requires_grad=True)
+    out, olens, states = encoder(xs, ilens)
+    if input_layer == "stack":
+        expected = [-(-int(t) // 4) for t in ilens]  # ceil(T / stack_frames)
+    else:  # the same lengths as ESPnet's own encoder with this input layer
+        stock = TransformerEncoder(FEAT, output_size=16, linear_units=32, num_blocks=1,
+                                   input_layer=input_layer)
+        expected = stock(xs.detach(), ilens)[1].tolist()
+    assert olens.tolist() == expected
+    assert out.shape == (3, max(expected), 16)
+    assert states is None
+    out.sum().backward()
+    assert xs.grad is not None and xs.grad.abs().sum() > 0
+    assert all(p.grad is not None for p in encoder.parameters())
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+def test_padding_does_not_change_real_frames(name):
+    """An utterance encodes the same alone and in a padded batch (eval, dropless)."""
+    torch.manual_seed(0)
+    encoder = build(name, input_layer="stack").eval()
+    long, short = torch.randn(1, 48, FEAT), torch.randn(1, 21, FEAT)
+    batch = torch.cat([long, torch.nn.functional.pad(short, (0, 0, 0, 27), value=7.0)])
+    out, olens, _ = encoder(batch, torch.tensor([48, 21]))
+    alone, alone_lens, _ = encoder(short, torch.tensor([21]))
+    assert olens[1] == alone_lens[0] == 6
+    torch.testing.assert_close(out[1, :6], alone[0], rtol=1e-5, atol=1e-5)
+
+
+def router_parameter_names(encoder):
+    return [n for n, _ in encoder.named_parameters() if ".router." in n]
+
+
+def test_omni_router_has_exactly_one_router():
+    encoder = build("omni_router")
+    names = router_parameter_names(encoder)
+    assert len(names) == 1, names
+    assert len(encoder.routers) == 1
+    ffns = [layer.feed_forward for layer in encoder.encoders]
+    assert all(f.router is ffns[0].router for f in ffns)
+
+
+def test_switch_has_one_router_per_moe_block():
+    encoder = build("switch")
+    assert len(router_parameter_names(encoder)) == SMALL["num_blocks"]
+    assert len({id(r) for r in encoder.routers}) == SMALL["num_blocks"]
+
+
+def test_dense_twin_differs_only_in_ffn():
+    dense, omni = build("dense_transformer"), build("omni_router")
+    assert not router_parameter_names(dense)
+    for d_layer, o_layer in zip(dense.encoders, omni.encoders):
+        assert isinstance(d_layer.feed_forward, FeedForward)
+        assert isinstance(o_layer.feed_forward, MoEFeedForward)
+        d_names = {n for n, _ in d_layer.named_parameters() if not n.startswith("feed_forward")}
+        o_names = {n for n, _ in o_layer.named_parameters() if not n.startswith("feed_forward")}
+        assert d_names == o_names
+        expert = o_layer.feed_forward.experts.experts[0]
+        assert [p.shape for p in expert.parameters()] == [
+            p.shape for p in d_layer.feed_forward.parameters()
+        ]
+
+
+def test_shared_router_gets_gradient_from_every_moe_block():
+    torch.manual_seed(0)
+    encoder = build("omni_router", input_layer="linear")
+    router = encoder.routers[0]
+    xs, ilens = torch.randn(2, 10, FEAT), torch.tensor([10, 7])
+    for block in range(SMALL["num_blocks"]):
+        encoder.zero_grad()
+        encoder(xs, ilens)
+        # The gate of one block's choices depends on the router only through that block.
+        encoder.routing[block].gate.sum().backward()
+        assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0, block
+
+
+def test_experts_are_distinct_parameters():
+    encoder = build("switch")
+    seen = set()
+    for layer in encoder.encoders:
+        for expert in layer.feed_forward.experts.experts:
+            ptrs = {p.data_ptr() for p in expert.parameters()}
+            assert not ptrs & seen
+            seen |= ptrs
+    w = [e.w_1.weight for e in encoder.encoders[0].feed_forward.experts.experts]
+    assert not torch.equal(w[0], w[1])
+
+
+def test_every_other_and_explicit_moe_layers():
+    every_other = build("omni_router", moe_layers="every_other", num_blocks=4)
+    explicit = build("switch", moe_layers=[1, 4], num_blocks=4)
+    kinds = lambda enc: [isinstance(l.feed_forward, MoEFeedForward) for l in enc.encoders]
+    assert kinds(every_other) == [False, True, False, True]
+    assert kinds(explicit) == [True, False, False, True]
+    assert every_other.moe_blocks == [2, 4] and explicit.moe_blocks == [1, 4]
+
+
+def test_interctc_outputs():
+    encoder = build("omni_router", interctc_layer_idx=[1, 2], input_layer="linear")
+    (out, inter), olens, _ = encoder(torch.randn(2, 9, FEAT), torch.tensor([9, 5]))
+    assert [i for i, _ in inter] == [1, 2]
+    assert all(h.shape == out.shape for _, h in inter)
+
+
+def test_top2_and_post_ln_and_positional_choices():
+    for overrides in (
+        dict(top_k=2),
+        dict(normalize_before=False),
+        dict(pos_enc_layer_type="scaled_abs_pos"),
+        dict(activation_type="gelu", expert_units=48),
+    ):
+        encoder = build("switch", input_layer="stack", **overrides)
+        out, _, _ = encoder(torch.randn(2, 20, FEAT), torch.tensor([20, 11]))
+        out.sum().backward()
+        assert torch.isfinite(out).all(), overrides
+
+
+def test_base_class_is_the_single_implementation():
+    for cls, _ in VARIANTS.values():
+        assert issubclass(cls, MoETransformerEncoder)
+        assert cls.forward is MoETransformerEncoder.forward

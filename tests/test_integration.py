@@ -1,0 +1,142 @@
+"""Train -> decode -> pack -> load from the model zoo, through the package's wrappers, and a
+two-process CPU DDP run."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import CONF, run_module
+
+
+def _data_args(kind: str, data_dir: Path):
+    return [
+        f"--{kind}_data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
+        f"--{kind}_data_path_and_name_and_type", f"{data_dir}/text,text,text",
+    ]
+
+
+def _write_char_token_list(text_file: Path, out: Path) -> Path:
+    chars = sorted({c for line in text_file.read_text().splitlines()
+                    for c in line.split(maxsplit=1)[1] if c != " "})
+    out.write_text("\n".join(["<blank>", "<unk>", "<space>", *chars, "<sos/eos>"]) + "\n")
+    return out
+
+
+def _keys(data_dir: Path, out: Path) -> Path:
+    out.write_text("".join(line.split()[0] + "\n" for line in (data_dir / "wav.scp").read_text().splitlines()))
+    return out
+
+
+@pytest.fixture(scope="module")
+def prepared(tone_corpus, tmp_path_factory):
+    """Token list and feature statistics (collect_stats through the wrapper)."""
+    root = tmp_path_factory.mktemp("asr")
+    train, dev = tone_corpus["train"], tone_corpus["dev"]
+    tokens = _write_char_token_list(train / "text", root / "tokens.txt")
+    common = [
+        "--config", str(CONF / "tiny" / "omni_router.yaml"), "--token_type", "char",
+        "--token_list", str(tokens), "--non_linguistic_symbols", "none", "--cleaner", "none",
+        "--g2p", "none", "--use_preprocessor", "true", "--ngpu", "0", "--num_workers", "0",
+        *_data_args("train", train), *_data_args("valid", dev),
+    ]
+    run_module(
+        "espnet_omni.bin.asr_train", *common, "--collect_stats", "true",
+        "--batch_type", "unsorted",
+        "--train_shape_file", str(_keys(train, root / "train.keys")),
+        "--valid_shape_file", str(_keys(dev, root / "dev.keys")),
+        "--output_dir", "stats", cwd=root,
+    )
+    assert (root / "stats" / "train" / "feats_stats.npz").exists()
+    train_args = common + [
+        "--train_shape_file", "stats/train/speech_shape",
+        "--train_shape_file", "stats/train/text_shape",
+        "--valid_shape_file", "stats/valid/speech_shape",
+        "--valid_shape_file", "stats/valid/text_shape",
+        "--fold_length", "80000", "--fold_length", "150",
+        # Relative, as a recipe stores it: packing rewrites paths relative to the root.
+        "--normalize", "global_mvn", "--normalize_conf", "stats_file=stats/train/feats_stats.npz",
+    ]
+    return root, train_args, dev
+
+
+@pytest.mark.timeout(900)
+def test_train_decode_pack_and_load(prepared):
+    root, train_args, dev = prepared
+    run_module("espnet_omni.bin.asr_train", *train_args, "--max_epoch", "2",
+               "--output_dir", "exp", cwd=root)
+    exp = root / "exp"
+    model_file = exp / "valid.loss.best.pth"
+    assert model_file.exists()
+    images = {p.name for p in (exp / "images").glob("*.png")}
+    assert {"loss_lb.png", "loss_z.png", "route_entropy_b1.png", "route_nmi.png"} <= images, images
+
+    decode = root / "decode"
+    run_module(
+        "espnet_omni.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
+        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
+        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.loss.best.pth",
+        "--output_dir", str(decode), "--ctc_weight", "1.0", "--beam_size", "1",
+        "--lm_weight", "0.0", cwd=root,
+    )
+    hyps = dict(
+        (line.split(maxsplit=1) + [""])[:2]
+        for line in (decode / "1best_recog" / "text").read_text().splitlines()
+    )
+    assert any(hyps.values()), "the trained model decodes every utterance to nothing"
+    assert set(hyps) == {line.split()[0] for line in (dev / "wav.scp").read_text().splitlines()}
+
+    run_module(
+        "espnet2.bin.pack", "asr", "--asr_train_config", "exp/config.yaml",
+        "--asr_model_file", "exp/valid.loss.best.pth",
+        "--option", "stats/train/feats_stats.npz", "--outpath", "model.zip", cwd=root,
+    )
+    # Load back through the model zoo's local-zip path in a fresh process, with the
+    # experiment folder gone.
+    shutil.move(exp, root / "exp.moved")
+    reload_script = root / "reload.py"
+    reload_script.write_text(
+        "import sys, soundfile\n"
+        "import espnet_omni\n"
+        "from espnet_model_zoo.downloader import ModelDownloader\n"
+        "from espnet2.bin.asr_inference import Speech2Text\n"
+        "d = ModelDownloader(cachedir=sys.argv[2]).download_and_unpack(sys.argv[1])\n"
+        "s2t = Speech2Text(**d, device='cpu', ctc_weight=1.0, beam_size=1, lm_weight=0.0)\n"
+        "for line in open(sys.argv[3]):\n"
+        "    utt, path = line.split()\n"
+        "    speech, _ = soundfile.read(path)\n"
+        "    print(utt, s2t(speech)[0][0], sep='\\t')\n"
+    )
+    out = subprocess.run(
+        [sys.executable, str(reload_script), str(root / "model.zip"), str(root / "zoo"),
+         str(dev / "wav.scp")],
+        capture_output=True, text=True, cwd=root, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    shutil.move(root / "exp.moved", exp)
+    assert out.returncode == 0, out.stderr[-4000:]
+    reloaded = dict(
+        (line.split("\t")[0], line.split("\t")[1].strip())
+        for line in out.stdout.splitlines() if "\t" in line
+    )
+    assert reloaded == hyps
+
+
+@pytest.mark.timeout(900)
+def test_two_process_cpu_ddp_training_exits_cleanly(prepared):
+    root, train_args, _ = prepared
+    args = train_args + [
+        "--max_epoch", "1", "--output_dir", "exp_ddp",
+        "--multiprocessing_distributed", "false", "--dist_backend", "gloo",
+    ]
+    run_module(
+        "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+        "-m", "espnet_omni.bin.asr_train", *args, cwd=root,
+    )
+    config = (root / "exp_ddp" / "config.yaml").read_text()
+    assert "distributed: true" in config
+    # Every expert runs every step, so DDP needs no unused-parameter search.
+    assert "unused_parameters: false" in config
+    assert (root / "exp_ddp" / "1epoch.pth").exists()

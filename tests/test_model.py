@@ -1,0 +1,66 @@
+"""The moe_espnet model: auxiliary losses in the loss and in ESPnet's stats."""
+
+import pytest
+import torch
+
+import espnet_omni  # noqa: F401
+from espnet_omni.bin.count_params import build_model_from_config
+from espnet_omni.moe.losses import load_balancing_loss, router_z_loss
+
+from conftest import CONF
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    speech = torch.randn(3, 12000, generator=g)
+    lengths = torch.tensor([12000, 9000, 4000])
+    text = torch.randint(3, 28, (3, 4), generator=g)
+    return speech, lengths, text, torch.tensor([4, 3, 2])
+
+
+def test_loss_adds_weighted_router_losses_and_reports_them():
+    torch.manual_seed(0)
+    model = build_model_from_config(CONF / "tiny" / "omni_router.yaml", 30, device="cpu").eval()
+    model.load_balance_weight, model.router_z_weight = 0.5, 0.25
+    with torch.no_grad():
+        loss, stats, _ = model(*batch())
+        routing = model.encoder.routing  # popped by the model: recompute below
+        assert routing == []
+        feats, feats_lens = model.encode(batch()[0], batch()[1])
+        routing = model.encoder.pop_routing()
+    lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
+    z = torch.stack([router_z_loss(r) for r in routing]).mean()
+    torch.testing.assert_close(stats["loss_lb"].reshape(()), lb)
+    torch.testing.assert_close(stats["loss_z"].reshape(()), z)
+    torch.testing.assert_close(
+        loss.reshape(()), stats["loss_ctc"].reshape(()) + 0.5 * lb + 0.25 * z
+    )
+    torch.testing.assert_close(stats["loss"], loss)
+    for block in (1, 2):
+        assert 0 < stats[f"route_entropy_b{block}"] <= 1
+        assert 0.25 <= stats[f"route_max_load_b{block}"] <= 1
+        assert 0 <= stats[f"route_unused_b{block}"] <= 3
+    assert 0 <= stats["route_nmi"] <= 1
+
+
+def test_router_losses_reach_the_router():
+    torch.manual_seed(0)
+    model = build_model_from_config(CONF / "tiny" / "switch.yaml", 30, device="cpu")
+    model.load_balance_weight = 1.0
+    loss, stats, _ = model(*batch())
+    loss.sum().backward()
+    for router in model.encoder.routers:
+        assert router.weight.grad.abs().sum() > 0
+
+
+def test_negative_weights_are_rejected():
+    from espnet_omni.model import MoEESPnetASRModel
+    from espnet2.asr.ctc import CTC
+
+    with pytest.raises(ValueError, match="load_balance_weight"):
+        MoEESPnetASRModel(
+            vocab_size=5, token_list=["<blank>", "a", "b", "c", "<sos/eos>"], frontend=None,
+            specaug=None, normalize=None, preencoder=None, encoder=None, postencoder=None,
+            decoder=None, ctc=CTC(5, 4), joint_network=None, ctc_weight=1.0,
+            load_balance_weight=-1.0,
+        )

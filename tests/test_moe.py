@@ -1,0 +1,201 @@
+"""Router, dispatch and auxiliary losses of the MoE layer (plain PyTorch, no ESPnet)."""
+
+import pytest
+import torch
+
+from espnet_omni.analysis.routing_stats import decision_nmi, routing_health
+from espnet_omni.moe.experts import Experts, expert_capacity
+from espnet_omni.moe.layer import MoEFeedForward
+from espnet_omni.moe.losses import expert_load, load_balancing_loss, router_z_loss
+from espnet_omni.moe.router import Router, RouterOutput
+
+
+def routing_from_probs(probs, mask=None, top_k=1):
+    probs = probs.float()
+    gate, index = probs.topk(top_k, dim=-1)
+    return RouterOutput(probs.log(), probs, index, gate, mask)
+
+
+@pytest.mark.parametrize("num_experts", [2, 4, 8])
+def test_load_balancing_loss_is_one_when_uniform_and_e_when_collapsed(num_experts):
+    tokens = 16 * num_experts
+    uniform = torch.full((tokens, num_experts), 1.0 / num_experts)
+    # Equal probabilities, assignments spread evenly over experts.
+    index = torch.arange(tokens).remainder(num_experts)[:, None]
+    even = RouterOutput(uniform.log(), uniform, index, uniform[:, :1], None)
+    assert load_balancing_loss(even).item() == pytest.approx(1.0)
+
+    collapsed = torch.zeros(tokens, num_experts)
+    collapsed[:, 2 % num_experts] = 1.0
+    assert load_balancing_loss(routing_from_probs(collapsed)).item() == pytest.approx(num_experts)
+
+
+def test_padding_changes_neither_losses_nor_statistics():
+    torch.manual_seed(0)
+    logits = torch.randn(30, 4)
+    real = RouterOutput(logits, logits.softmax(-1), logits.argmax(-1, keepdim=True),
+                        logits.softmax(-1).max(-1, keepdim=True).values, None)
+    # 20 padded frames, all confidently routed to expert 0 with huge logits.
+    pad_logits = torch.cat([logits, torch.tensor([[50.0, 0, 0, 0]]).repeat(20, 1)])
+    pad_probs = pad_logits.softmax(-1)
+    padded = RouterOutput(
+        pad_logits, pad_probs, pad_logits.argmax(-1, keepdim=True),
+        pad_probs.max(-1, keepdim=True).values,
+        torch.cat([torch.ones(30, dtype=torch.bool), torch.zeros(20, dtype=torch.bool)]),
+    )
+    for fn in (load_balancing_loss, router_z_loss, expert_load):
+        torch.testing.assert_close(fn(real), fn(padded))
+    health_real, health_padded = routing_health([real, real], [1, 2]), routing_health([padded, padded], [1, 2])
+    assert health_real.keys() == health_padded.keys()
+    for key in health_real:
+        torch.testing.assert_close(health_real[key], health_padded[key], msg=key)
+
+
+def test_z_loss_is_mean_squared_logsumexp():
+    logits = torch.tensor([[0.0, 0.0], [3.0, 1.0]])
+    out = routing_from_probs(logits.softmax(-1))
+    out.logits = logits
+    expected = (torch.logsumexp(logits, -1) ** 2).mean()
+    torch.testing.assert_close(router_z_loss(out), expected)
+
+
+def naive_moe(x, experts, index, gate):
+    """Per-token reference: y_t = sum_j gate[t, j] * expert_{index[t, j]}(x_t)."""
+    out = torch.zeros_like(x)
+    for t in range(x.size(0)):
+        for j in range(index.size(1)):
+            out[t] += gate[t, j] * experts.experts[int(index[t, j])](x[t : t + 1])[0]
+    return out
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_dropless_dispatch_matches_per_token_reference(top_k):
+    torch.manual_seed(0)
+    router, experts = Router(8, 4, top_k=top_k), Experts(4, 8, 16)
+    x = torch.randn(37, 8)
+    routing = router(x)
+    out = experts(x, routing.expert_index, routing.gate)
+    torch.testing.assert_close(out, naive_moe(x, experts, routing.expert_index, routing.gate))
+
+
+def test_top1_gate_is_raw_probability_and_router_learns_from_task_loss():
+    torch.manual_seed(0)
+    router, experts = Router(8, 4), Experts(4, 8, 16)
+    x = torch.randn(20, 8)
+    routing = router(x)
+    torch.testing.assert_close(routing.gate[:, 0], routing.probs.max(-1).values)
+    assert (routing.gate < 1).all()
+    experts(x, routing.expert_index, routing.gate).pow(2).sum().backward()
+    assert router.weight.grad.abs().sum() > 0
+
+
+def test_router_runs_in_float32_under_autocast():
+    router = Router(8, 4)
+    x = torch.randn(10, 8)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = router(x.bfloat16())
+    assert out.logits.dtype == out.probs.dtype == out.gate.dtype == torch.float32
+
+
+def test_jitter_only_in_training_and_out_of_place():
+    torch.manual_seed(0)
+    router = Router(8, 4, jitter_eps=0.5)
+    x = torch.randn(50, 8)
+    clean = x.clone()
+    router.train()
+    a, b = router(x).logits, router(x).logits
+    assert not torch.equal(a, b)
+    assert torch.equal(x, clean)
+    router.eval()
+    torch.testing.assert_close(router(x).logits, router(x).logits)
+
+
+def test_capacity_drops_overflow_and_leaves_only_the_residual():
+    torch.manual_seed(0)
+    experts = Experts(2, 4, 8)
+    x = torch.randn(10, 4)
+    index = torch.zeros(10, 1, dtype=torch.long)  # every token wants expert 0
+    index[8:] = 1
+    gate = torch.full((10, 1), 0.5)
+    capacity = expert_capacity(10, 2, 1.0)  # 5 slots per expert
+    out = experts(x, index, gate, capacity_factor=1.0)
+    reference = naive_moe(x, experts, index, gate)
+    torch.testing.assert_close(out[:capacity], reference[:capacity])  # first come, first served
+    assert torch.equal(out[capacity:8], torch.zeros(8 - capacity, 4))  # dropped: exactly 0
+    torch.testing.assert_close(out[8:], reference[8:])
+
+    # In a block, a dropped token's output is its residual.
+    layer = MoEFeedForward(Router(4, 2), experts, capacity_factor=0.1)
+    layer.router.weight.data.zero_()
+    layer.router.weight.data[0] = 10.0  # route every token to expert 0 (positive inputs)
+    h = x.abs()[None]
+    y, routing = layer(h)
+    kept = expert_capacity(10, 2, 0.1)
+    assert (y[0, kept:] == 0).all() and (y[0, :kept] != 0).any()
+
+
+def test_eval_capacity_is_separate():
+    layer = MoEFeedForward(Router(4, 2), Experts(2, 4, 8), capacity_factor=0.1,
+                           eval_capacity_factor=None)
+    layer.router.weight.data.zero_()
+    layer.router.weight.data[0] = 10.0
+    h = torch.rand(1, 12, 4) + 0.1
+    layer.train()
+    dropped_in_training = (layer(h)[0][0] == 0).all(-1).sum()
+    layer.eval()
+    dropped_in_eval = (layer(h)[0][0] == 0).all(-1).sum()
+    assert dropped_in_training > 0 and dropped_in_eval == 0
+
+
+def test_padded_tokens_are_not_dispatched():
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(8, 4), Experts(4, 8, 16))
+    x = torch.randn(2, 6, 8)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]], dtype=torch.bool)
+    y, _ = layer(x, mask)
+    assert torch.equal(y[1, 3:], torch.zeros(3, 8))
+    y_nomask, _ = layer(x)
+    torch.testing.assert_close(y[mask], y_nomask[mask])
+
+
+def test_every_expert_gets_a_gradient_zero_when_idle():
+    torch.manual_seed(0)
+    experts = Experts(4, 8, 16)
+    x = torch.randn(12, 8)
+    index = torch.tensor([0, 1] * 6)[:, None]  # experts 2 and 3 idle
+    experts(x, index, torch.ones(12, 1)).sum().backward()
+    for e, expert in enumerate(experts.experts):
+        for p in expert.parameters():
+            assert p.grad is not None
+            assert (p.grad.abs().sum() > 0) == (e < 2)
+
+
+def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():
+    n = 4000
+    a = torch.arange(n).remainder(4)
+    b = torch.div(torch.arange(n), 4, rounding_mode="floor").remainder(4)
+    eye = torch.eye(4)
+    ra, rb = routing_from_probs(eye[a]), routing_from_probs(eye[b])
+    perm = routing_from_probs(eye[(a + 1) % 4])
+    assert decision_nmi(ra, perm).item() == pytest.approx(1.0, abs=1e-6)
+    assert decision_nmi(ra, rb).item() == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        (dict(num_experts=0), "num_experts"),
+        (dict(num_experts=2, top_k=3), "top_k"),
+        (dict(num_experts=2, jitter_eps=-1.0), "router_jitter"),
+    ],
+)
+def test_router_rejects_bad_values(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        Router(8, **kwargs)
+
+
+@pytest.mark.parametrize("field", ["capacity_factor", "eval_capacity_factor"])
+@pytest.mark.parametrize("value", [0.0, -1.0])
+def test_capacity_must_be_positive(field, value):
+    with pytest.raises(ValueError, match=field):
+        MoEFeedForward(Router(8, 2), Experts(2, 8, 8), **{field: value})
