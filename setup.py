@@ -24,8 +24,7 @@ install_requires = [
     # ESPnet's trainer logs to both by default (--use_tensorboard/--use_matplotlib true).
     "matplotlib",
     "tensorboard",
-    # Scoring: one pinned normaliser for references and hypotheses, jiwer without sclite.
-    "jiwer>=4.0",
+    # Scoring: one pinned normaliser for references and hypotheses.
     "whisper-normalizer==0.1.15",
     # The generated default corpus (eSpeak NG shared library and voice data, no apt).
     "espeakng-loader==0.2.4",

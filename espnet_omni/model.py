@@ -16,9 +16,13 @@ from espnet_omni.moe.losses import load_balancing_loss, router_z_loss
 class MoEESPnetASRModel(ESPnetASRModel):
     """ESPnet's ASR model plus the router losses of a MoE encoder.
 
-    loss = ESPnet's loss + load_balance_weight * loss_lb + router_z_weight * loss_z, where
-    loss_lb and loss_z are computed per MoE block (padded frames excluded) and averaged over
-    blocks. ``stats`` gains ``loss_lb``, ``loss_z`` and per-block routing health
+    loss = ESPnet's loss + frames * (load_balance_weight * loss_lb + router_z_weight * loss_z),
+    where loss_lb and loss_z are computed per MoE block (padded frames excluded) and averaged
+    over blocks, and ``frames`` is the mean number of encoder frames per utterance. ESPnet's
+    CTC loss is summed over each utterance and averaged over utterances; scaling the router
+    losses the same way keeps their weights on the per-token scale they have in the
+    literature (Switch Transformer 1e-2, ST-MoE z-loss 1e-3). ``scale_router_losses: false``
+    adds them unscaled. ``stats`` gains ``loss_lb``, ``loss_z`` and per-block routing health
     (``route_entropy_b*``, ``route_max_load_b*``, ``route_unused_b*``, ``route_nmi``), which
     ESPnet logs and plots to ``exp/<dir>/images``. With an encoder that has no MoE block the
     model is ESPnet's.
@@ -26,6 +30,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
     Args:
         load_balance_weight: weight of the Switch load-balancing loss.
         router_z_weight: weight of the router z-loss.
+        scale_router_losses: multiply the router losses by the mean encoder frames per utterance.
         report_routing: add the routing health statistics to ``stats``.
         **kwargs: the arguments of ESPnetASRModel.
     """
@@ -36,6 +41,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
         *args,
         load_balance_weight: float = 0.01,
         router_z_weight: float = 0.001,
+        scale_router_losses: bool = True,
         report_routing: bool = True,
         **kwargs,
     ):
@@ -48,6 +54,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
                 raise ValueError(f"model_conf.{name} must be >= 0, got {value}")
         self.load_balance_weight = load_balance_weight
         self.router_z_weight = router_z_weight
+        self.scale_router_losses = scale_router_losses
         self.report_routing = report_routing
 
     def forward(
@@ -67,7 +74,10 @@ class MoEESPnetASRModel(ESPnetASRModel):
             return loss, stats, weight
         loss_lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
         loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
-        loss = loss + self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
+        aux = self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
+        if self.scale_router_losses:
+            aux = aux * routing[0].num_real_tokens() / speech.size(0)
+        loss = loss + aux
         stats["loss_lb"] = loss_lb.detach()
         stats["loss_z"] = loss_z.detach()
         if self.report_routing:

@@ -3,24 +3,27 @@
 ESPnet's ``ClassChoices`` has no plugin hook: its ``classes`` dict is read when
 ``ASRTask.get_parser()`` builds the argparse choices and when a stored config is turned into
 a model. Registration must therefore happen before either, in every process that builds a
-model (training, collect_stats, inference, ``Speech2Text``, the model zoo); ``import
-espnet_omni`` does it.
+model (training, collect_stats, inference, ``Speech2Text``, the model zoo).
+
+``import espnet_omni`` calls :func:`register_when_asr_task_imported`: it registers at once if
+``espnet2.tasks.asr`` is already imported, and otherwise right after that module is first
+imported. Every way of building an ESPnet ASR model imports it first, and tools that never
+build one (corpus generation, scoring) do not pay ESPnet's import time.
 """
 
-from typing import Dict, Type
+import importlib.abc
+import importlib.util
+import sys
+import threading
 
-from espnet2.asr.encoder.abs_encoder import AbsEncoder
-from espnet2.train.abs_espnet_model import AbsESPnetModel
+ASR_TASK_MODULE = "espnet2.tasks.asr"
 
-from espnet_omni.encoder import DenseTransformerEncoder, OmniRouterEncoder, SwitchEncoder
-from espnet_omni.model import MoEESPnetASRModel
-
-ENCODERS: Dict[str, Type[AbsEncoder]] = {
-    "omni_router": OmniRouterEncoder,
-    "switch": SwitchEncoder,
-    "dense_transformer": DenseTransformerEncoder,
+ENCODER_NAMES = {
+    "omni_router": "OmniRouterEncoder",
+    "switch": "SwitchEncoder",
+    "dense_transformer": "DenseTransformerEncoder",
 }
-MODELS: Dict[str, Type[AbsESPnetModel]] = {"moe_espnet": MoEESPnetASRModel}
+MODEL_NAMES = {"moe_espnet": "MoEESPnetASRModel"}
 
 
 def _add(choices, name: str, cls: type, base: type) -> None:
@@ -38,9 +41,47 @@ def _add(choices, name: str, cls: type, base: type) -> None:
 
 def register() -> None:
     """Add the encoders and the model to ``espnet2.tasks.asr``'s choices (idempotent)."""
+    from espnet2.asr.encoder.abs_encoder import AbsEncoder
     from espnet2.tasks import asr
+    from espnet2.train.abs_espnet_model import AbsESPnetModel
 
-    for name, cls in ENCODERS.items():
-        _add(asr.encoder_choices, name, cls, AbsEncoder)
-    for name, cls in MODELS.items():
-        _add(asr.model_choices, name, cls, AbsESPnetModel)
+    from espnet_omni import encoder, model
+
+    for name, cls_name in ENCODER_NAMES.items():
+        _add(asr.encoder_choices, name, getattr(encoder, cls_name), AbsEncoder)
+    for name, cls_name in MODEL_NAMES.items():
+        _add(asr.model_choices, name, getattr(model, cls_name), AbsESPnetModel)
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Finds espnet2.tasks.asr with the other finders and registers once it has executed."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != ASR_TASK_MODULE:
+            return None
+        with self._lock:
+            if self not in sys.meta_path:
+                return None
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        exec_module = spec.loader.exec_module
+
+        def exec_then_register(module):
+            exec_module(module)
+            register()
+
+        spec.loader.exec_module = exec_then_register
+        return spec
+
+
+def register_when_asr_task_imported() -> None:
+    """Register now if ESPnet's ASR task is imported, else right after its first import."""
+    if ASR_TASK_MODULE in sys.modules:
+        register()
+    elif not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
+        sys.meta_path.insert(0, _RegisterAfterImport())

@@ -1,5 +1,8 @@
 """Bad configuration values fail with a message naming the field and what to do."""
 
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -68,8 +71,10 @@ def test_unknown_encoder_in_stored_config_says_what_to_do(tmp_path, capsys):
 
 
 def test_registration_is_idempotent_and_type_checked():
+    from espnet2.asr.encoder.abs_encoder import AbsEncoder
     from espnet2.tasks.asr import encoder_choices, model_choices
     from espnet_omni import registration
+    from espnet_omni.encoder import SwitchEncoder
 
     before = dict(encoder_choices.classes), dict(model_choices.classes)
     registration.register()
@@ -81,8 +86,26 @@ def test_registration_is_idempotent_and_type_checked():
         pass
 
     with pytest.raises(TypeError, match="not a AbsEncoder"):
-        registration._add(encoder_choices, "bogus", NotAnEncoder, registration.AbsEncoder)
+        registration._add(encoder_choices, "bogus", NotAnEncoder, AbsEncoder)
     with pytest.raises(RuntimeError, match="already registered"):
-        registration._add(encoder_choices, "transformer", registration.SwitchEncoder,
-                          registration.AbsEncoder)
+        registration._add(encoder_choices, "transformer", SwitchEncoder, AbsEncoder)
     assert "bogus" not in encoder_choices.classes
+
+
+@pytest.mark.parametrize("order", ["plugin first", "espnet first"])
+def test_import_espnet_omni_registers_in_either_import_order(order):
+    imports = ["import espnet_omni", "import espnet2.tasks.asr as asr"]
+    if order == "espnet first":
+        imports.reverse()
+    code = "; ".join(imports + [
+        "print(sorted(set(asr.encoder_choices.choices()) & {'omni_router', 'switch', 'dense_transformer'}),"
+        " 'moe_espnet' in asr.model_choices.choices())"
+    ])
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == "['dense_transformer', 'omni_router', 'switch'] True"
+
+
+def test_import_espnet_omni_alone_does_not_import_espnet():
+    code = "import sys, espnet_omni; print('espnet2' in sys.modules, 'torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False"]

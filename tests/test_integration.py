@@ -69,7 +69,7 @@ def test_train_decode_pack_and_load(prepared):
     run_module("espnet_omni.bin.asr_train", *train_args, "--max_epoch", "2",
                "--output_dir", "exp", cwd=root)
     exp = root / "exp"
-    model_file = exp / "valid.loss.best.pth"
+    model_file = exp / "valid.cer_ctc.best.pth"
     assert model_file.exists()
     images = {p.name for p in (exp / "images").glob("*.png")}
     assert {"loss_lb.png", "loss_z.png", "route_entropy_b1.png", "route_nmi.png"} <= images, images
@@ -78,7 +78,7 @@ def test_train_decode_pack_and_load(prepared):
     run_module(
         "espnet_omni.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
         "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
-        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.loss.best.pth",
+        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
         "--output_dir", str(decode), "--ctc_weight", "1.0", "--beam_size", "1",
         "--lm_weight", "0.0", cwd=root,
     )
@@ -89,9 +89,41 @@ def test_train_decode_pack_and_load(prepared):
     assert any(hyps.values()), "the trained model decodes every utterance to nothing"
     assert set(hyps) == {line.split()[0] for line in (dev / "wav.scp").read_text().splitlines()}
 
+    # The best-path decoder's output is the model's own best path for each utterance. (In
+    # batches of several, ESPnet's STFT sees padding in the last frames of shorter utterances.)
+    greedy = root / "decode_greedy"
+    run_module(
+        "espnet_omni.bin.asr_inference_ctc", "--batch_size", "1", "--ngpu", "0",
+        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
+        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
+        "--output_dir", str(greedy), cwd=root,
+    )
+    check = root / "greedy_alone.py"
+    check.write_text(
+        "import sys, soundfile, torch\n"
+        "import espnet_omni\n"
+        "from espnet2.tasks.asr import ASRTask\n"
+        "from espnet_omni.bin.asr_inference_ctc import greedy_ctc\n"
+        "model, _ = ASRTask.build_model_from_file('exp/config.yaml', 'exp/valid.cer_ctc.best.pth', 'cpu')\n"
+        "model.eval()\n"
+        "for line in open(sys.argv[1]):\n"
+        "    utt, path = line.split()\n"
+        "    speech = torch.tensor(soundfile.read(path, dtype='float32')[0])[None]\n"
+        "    with torch.no_grad():\n"
+        "        enc, lens = model.encode(speech, torch.tensor([speech.size(1)]))\n"
+        "    ids = greedy_ctc(model.ctc.log_softmax(enc), lens, model.blank_id)[0]\n"
+        "    print(utt, *ids)\n"
+    )
+    alone = subprocess.run([sys.executable, str(check), str(dev / "wav.scp")], cwd=root,
+                           capture_output=True, text=True, check=True).stdout
+    alone = {l.split()[0]: l.split()[1:] for l in alone.splitlines() if l.split()[:1] and l.split()[0] in hyps}
+    batched = {l.split()[0]: l.split()[1:] for l in (greedy / "1best_recog" / "token_int").read_text().splitlines()}
+    assert batched == alone and len(alone) == len(hyps)
+    assert any(alone.values())
+
     run_module(
         "espnet2.bin.pack", "asr", "--asr_train_config", "exp/config.yaml",
-        "--asr_model_file", "exp/valid.loss.best.pth",
+        "--asr_model_file", "exp/valid.cer_ctc.best.pth",
         "--option", "stats/train/feats_stats.npz", "--outpath", "model.zip", cwd=root,
     )
     # Load back through the model zoo's local-zip path in a fresh process, with the
@@ -122,6 +154,13 @@ def test_train_decode_pack_and_load(prepared):
         for line in out.stdout.splitlines() if "\t" in line
     )
     assert reloaded == hyps
+
+    # The publishing step prepares the Hugging Face folder with a model card.
+    run_module("espnet_omni.bin.publish", "--model_zip", "model.zip", "--repo_id", "someone/omni_tiny",
+               "--dry_run", cwd=root)
+    card = (root / "hf_model" / "README.md").read_text()
+    assert "encoder: omni_router" in card and 'from_pretrained("someone/omni_tiny"' in card
+    assert (root / "hf_model" / "exp" / "config.yaml").exists()
 
 
 @pytest.mark.timeout(900)

@@ -32,8 +32,16 @@ def test_loss_adds_weighted_router_losses_and_reports_them():
     z = torch.stack([router_z_loss(r) for r in routing]).mean()
     torch.testing.assert_close(stats["loss_lb"].reshape(()), lb)
     torch.testing.assert_close(stats["loss_z"].reshape(()), z)
+    # ESPnet sums CTC over each utterance: the router losses are summed over frames alike.
+    frames_per_utterance = routing[0].token_mask.sum() / 3
     torch.testing.assert_close(
-        loss.reshape(()), stats["loss_ctc"].reshape(()) + 0.5 * lb + 0.25 * z
+        loss.reshape(()), stats["loss_ctc"].reshape(()) + frames_per_utterance * (0.5 * lb + 0.25 * z)
+    )
+    model.scale_router_losses = False
+    with torch.no_grad():
+        unscaled, unscaled_stats, _ = model(*batch())
+    torch.testing.assert_close(
+        unscaled.reshape(()), unscaled_stats["loss_ctc"].reshape(()) + 0.5 * lb + 0.25 * z
     )
     torch.testing.assert_close(stats["loss"], loss)
     for block in (1, 2):

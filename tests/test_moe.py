@@ -199,3 +199,11 @@ def test_router_rejects_bad_values(kwargs, message):
 def test_capacity_must_be_positive(field, value):
     with pytest.raises(ValueError, match=field):
         MoEFeedForward(Router(8, 2), Experts(2, 8, 8), **{field: value})
+
+
+def test_greedy_ctc_collapses_repeats_drops_blanks_and_respects_lengths():
+    from espnet_omni.bin.asr_inference_ctc import greedy_ctc
+
+    best = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 3], [2, 0, 0, 2, 3, 3, 3, 3]])
+    scores = torch.nn.functional.one_hot(best, 4).float()
+    assert greedy_ctc(scores, torch.tensor([8, 5]), blank=0) == [[1, 1, 2, 3], [2, 2, 3]]

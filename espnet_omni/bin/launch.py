@@ -13,7 +13,7 @@ from typing import Callable, List, Optional
 
 import torch
 
-from espnet_omni.registration import ENCODERS, MODELS
+from espnet_omni.registration import ENCODER_NAMES, MODEL_NAMES
 
 _UNKNOWN_CHOICE = re.compile(r"--(\w+) must be one of (\(.*\)): --\w+ (\S+)")
 
@@ -45,7 +45,7 @@ def explain_unknown_choice(err: ValueError, argv: List[str]) -> Optional[str]:
     if match is None:
         return None
     kind, choices, name = match.groups()
-    ours = {"encoder": ENCODERS, "model": MODELS}.get(kind, {})
+    ours = {"encoder": ENCODER_NAMES, "model": MODEL_NAMES}.get(kind, {})
     close = difflib.get_close_matches(name, list(ours), n=1)
     where = " or ".join(_config_files(argv)) or "the command line"
     lines = [f"{where}: {kind} '{name}' is not a registered {kind}."]

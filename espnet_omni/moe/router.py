@@ -33,6 +33,12 @@ class RouterOutput:
     def num_experts(self) -> int:
         return self.logits.size(-1)
 
+    def num_real_tokens(self) -> int:
+        """Tokens that are not padding."""
+        if self.token_mask is None:
+            return self.logits.size(0)
+        return int(self.token_mask.sum())
+
 
 class Router(torch.nn.Module):
     """Top-k softmax router computed in float32.

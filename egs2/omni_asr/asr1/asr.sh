@@ -1,0 +1,339 @@
+#!/usr/bin/env bash
+# CTC ASR recipe for espnet-omni: train and compare MoE encoders (omni_router, switch) with
+# their dense twin, using the pip-installed ESPnet only (no ESPnet checkout, no Kaldi).
+#
+# Stages:
+#   1  data preparation (local/data.sh: the generated corpus by default)
+#   2  validation of every data dir
+#   3  duration filtering of the training and validation sets
+#   4  BPE model and token list
+#   5  feature statistics (collect_stats, nj jobs)
+#   6  training of each model in --models
+#   7  decoding of every test set (inference_nj jobs per set)
+#   8  scoring (sclite when installed, the Python scorer otherwise)
+#   9  results: <expdir>/RESULTS.md with relative WER reductions and bootstrap confidence intervals
+#  10  packing of each model (zip for espnet_model_zoo)
+#  11  upload of the packed models to Hugging Face (needs --hf_repo_prefix)
+set -euo pipefail
+
+log() {
+    local fname=${BASH_SOURCE[1]##*/}
+    echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (${fname}:${BASH_LINENO[0]}:${FUNCNAME[1]}) $*"
+}
+min() { local a b; a=$1; for b in "$@"; do [ "$b" -lt "$a" ] && a=$b; done; echo "$a"; }
+
+# General
+stage=1
+stop_stage=11
+ngpu=0                # GPUs for training (0: CPU)
+nj=2                  # parallel jobs for data preparation and statistics
+inference_nj=2        # parallel decoding jobs per test set
+python=python3
+smoke=false           # every stage on a tiny corpus with tiny models (minutes)
+train_jobs=1          # models trained at the same time
+train_threads=0       # torch threads per training process (0: CPU cores / train_jobs)
+
+# Folders
+datadir=data          # Kaldi data dirs
+dumpdir=dump          # filtered training data
+expdir=exp            # statistics, models, decoding results, RESULTS.md
+audio_dir=downloads/omni_synth   # audio of the generated corpus
+
+# Data
+train_set=train
+valid_set=dev
+test_sets="test_clean"
+in_domain_sets="test_clean"
+num_train=3000        # generated corpus size (stage 1)
+num_dev=200
+num_test=200
+corpus_seed=0
+min_wav_duration=0.3
+max_wav_duration=20
+
+# Tokens
+nbpe=150
+bpe_type=unigram
+
+# Models
+models="dense_transformer switch omni_router"
+asr_config_dir=conf   # <dir>/train_asr_<model>.yaml (or <dir>/<model>.yaml) per model
+asr_args=             # extra arguments for every training run
+inference_tool=greedy_ctc   # greedy_ctc (batched best path) or beam_search (ESPnet's asr_inference)
+inference_config=conf/decode_ctc.yaml   # used by beam_search
+inference_model=valid.cer_ctc.ave.pth
+inference_args=
+focus_model=omni_router
+
+# Packing and upload
+hf_repo_prefix=       # e.g. myname/omni_asr_ -> myname/omni_asr_<model>
+
+help_message=$(cat <<EOF
+Usage: $0 [options]
+  --stage N --stop_stage M   stages to run ($stage..$stop_stage)
+  --ngpu N                   GPUs for training ($ngpu)
+  --nj N                     data preparation / statistics jobs ($nj)
+  --inference_nj N           decoding jobs per test set ($inference_nj)
+  --models "a b c"           models to train and compare ($models)
+  --train_jobs N             models trained at the same time ($train_jobs)
+  --asr_config_dir DIR       directory of train_asr_<model>.yaml ($asr_config_dir)
+  --asr_args "..."           extra arguments for training
+  --inference_tool T         greedy_ctc or beam_search ($inference_tool)
+  --inference_config FILE    beam_search decoding config ($inference_config)
+  --train_set X --valid_set Y --test_sets "..."   Kaldi data dirs under <datadir>
+  --in_domain_sets "..."     test sets excluded from the out-of-domain average
+  --num_train/--num_dev/--num_test N   generated corpus size ($num_train/$num_dev/$num_test)
+  --nbpe N                   BPE units ($nbpe)
+  --python PY                Python interpreter ($python)
+  --datadir/--dumpdir/--expdir DIR   working folders ($datadir, $dumpdir, $expdir)
+  --smoke true               every stage on a tiny corpus with tiny models, under smoke/
+  --hf_repo_prefix P         stage 11 uploads to <P><model>
+EOF
+)
+
+. ./path.sh
+. utils/parse_options.sh
+. utils/run_jobs.sh
+
+if [ $# -ne 0 ]; then
+    echo "$0: unexpected arguments: $*" >&2
+    exit 1
+fi
+
+if "${smoke}"; then
+    num_train=120; num_dev=20; num_test=10; nbpe=40
+    datadir=smoke/data; dumpdir=smoke/dump; expdir=smoke/exp; audio_dir=smoke/audio
+    asr_config_dir=../../../conf/tiny
+    asr_args="--max_epoch 2 ${asr_args}"
+    inference_model=valid.cer_ctc.best.pth
+fi
+
+export OMP_NUM_THREADS=1  # data jobs run in parallel; training sets its own below
+token_dir=${datadir}/token_list/bpe_${bpe_type}${nbpe}
+stats_dir=${expdir}/asr_stats_bpe${nbpe}
+if [ "${inference_tool}" = greedy_ctc ]; then
+    inference_tag=greedy_ctc
+elif [ "${inference_tool}" = beam_search ]; then
+    inference_tag=$(basename "${inference_config}" .yaml)
+    inference_tag=${inference_tag#decode_}
+else
+    echo "$0: --inference_tool must be greedy_ctc or beam_search, got '${inference_tool}'" >&2
+    exit 1
+fi
+decode_name=decode_${inference_tag}_${inference_model%.pth}
+read -r -a model_list <<< "${models}"
+read -r -a test_list <<< "${test_sets}"
+
+config_of() {  # train_asr_<model>.yaml, or <model>.yaml as in the package's conf/<size>/
+    if [ -f "${asr_config_dir}/train_asr_$1.yaml" ]; then
+        echo "${asr_config_dir}/train_asr_$1.yaml"
+    else
+        echo "${asr_config_dir}/$1.yaml"
+    fi
+}
+for model in "${model_list[@]}"; do
+    if [ ! -f "$(config_of "${model}")" ]; then
+        echo "$0: no config $(config_of "${model}") for model '${model}'" >&2
+        exit 1
+    fi
+done
+
+data_args() {  # <kind> <dir>: ESPnet's data arguments for a data dir
+    echo "--$1_data_path_and_name_and_type $2/wav.scp,speech,sound --$1_data_path_and_name_and_type $2/text,text,text"
+}
+
+split_keys() {  # <scp> <out_dir> <parts>: first column split into <out_dir>/keys.<n>.scp
+    local scp=$1 out=$2 parts=$3 total
+    total=$(wc -l < "${scp}")
+    parts=$(min "${parts}" "${total}")
+    mkdir -p "${out}"
+    rm -f "${out}"/keys.*.scp
+    awk -v n="${parts}" -v total="${total}" -v out="${out}" \
+        '{ print $1 > (out "/keys." (int((NR - 1) * n / total) + 1) ".scp") }' "${scp}"
+    echo "${parts}"
+}
+
+if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
+    log "Stage 1: data preparation"
+    local/data.sh --data_dir "${datadir}" --audio_dir "${audio_dir}" --nj "${nj}" --num_train "${num_train}" --num_dev "${num_dev}" \
+        --num_test "${num_test}" --seed "${corpus_seed}" --python "${python}"
+fi
+
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    log "Stage 2: validating ${datadir}/{${train_set},${valid_set},${test_sets// /,}}"
+    ${python} -m espnet_omni.bin.validate_data_dir "${datadir}/${train_set}" "${datadir}/${valid_set}" \
+        "${test_list[@]/#/${datadir}/}"
+fi
+
+if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+    log "Stage 3: keeping ${min_wav_duration}-${max_wav_duration} s utterances of ${train_set}, ${valid_set}"
+    for dset in "${train_set}" "${valid_set}"; do
+        ${python} -m espnet_omni.bin.filter_data_dir --min_seconds "${min_wav_duration}" \
+            --max_seconds "${max_wav_duration}" "${datadir}/${dset}" "${dumpdir}/raw/${dset}"
+    done
+fi
+
+if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+    log "Stage 4: ${bpe_type} model with ${nbpe} units and token list in ${token_dir}"
+    ${python} -m espnet_omni.bin.make_token_list --text "${dumpdir}/raw/${train_set}/text" \
+        --nbpe "${nbpe}" --model_type "${bpe_type}" --out_dir "${token_dir}"
+fi
+
+token_args="--token_type bpe --bpemodel ${token_dir}/bpe.model --token_list ${token_dir}/tokens.txt \
+--non_linguistic_symbols none --cleaner none --g2p none --use_preprocessor true"
+
+if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+    log "Stage 5: feature statistics in ${stats_dir} (${nj} jobs)"
+    first_config=$(config_of "${model_list[0]}")
+    # Built in a temporary folder and swapped in at the end: a failed re-run keeps the old one.
+    work=${stats_dir}.tmp
+    rm -rf "${work}"
+    n_train=$(split_keys "${dumpdir}/raw/${train_set}/wav.scp" "${work}/logdir/train" "${nj}")
+    n_valid=$(split_keys "${dumpdir}/raw/${valid_set}/wav.scp" "${work}/logdir/valid" "${n_train}")
+    if [ "${n_valid}" -lt "${n_train}" ]; then
+        echo "$0: ${valid_set} has fewer utterances than --nj ${nj}" >&2
+        exit 1
+    fi
+    # shellcheck disable=SC2046,SC2086
+    run_jobs "${n_train}" "${work}/logdir/stats.JOB.log" \
+        ${python} -m espnet_omni.bin.asr_train --collect_stats true --ngpu 0 --num_workers 0 \
+            --config "${first_config}" ${token_args} --batch_type unsorted \
+            $(data_args train "${dumpdir}/raw/${train_set}") $(data_args valid "${dumpdir}/raw/${valid_set}") \
+            --train_shape_file "${work}/logdir/train/keys.JOB.scp" \
+            --valid_shape_file "${work}/logdir/valid/keys.JOB.scp" \
+            --output_dir "${work}/logdir/stats.JOB"
+    stats_inputs=()
+    for n in $(seq 1 "${n_train}"); do stats_inputs+=(--input_dir "${work}/logdir/stats.${n}"); done
+    ${python} -m espnet2.bin.aggregate_stats_dirs "${stats_inputs[@]}" --output_dir "${work}"
+    vocab_size=$(wc -l < "${token_dir}/tokens.txt")
+    for dset in train valid; do
+        awk -v v="${vocab_size}" '{ print $0 "," v }' "${work}/${dset}/text_shape" \
+            > "${work}/${dset}/text_shape.bpe"
+    done
+    rm -rf "${stats_dir}"
+    mv "${work}" "${stats_dir}"
+fi
+
+train_model() {  # <model> <threads>: one ESPnet training run, logged to <exp>/train.log
+    local model=$1 threads=$2 exp=${expdir}/asr_$1
+    mkdir -p "${exp}"
+    # shellcheck disable=SC2046,SC2086
+    OMP_NUM_THREADS=${threads} ${python} -m espnet_omni.bin.asr_train \
+        --config "$(config_of "${model}")" --ngpu "${ngpu}" ${token_args} \
+        $(data_args train "${dumpdir}/raw/${train_set}") $(data_args valid "${dumpdir}/raw/${valid_set}") \
+        --train_shape_file "${stats_dir}/train/speech_shape" \
+        --train_shape_file "${stats_dir}/train/text_shape.bpe" \
+        --valid_shape_file "${stats_dir}/valid/speech_shape" \
+        --valid_shape_file "${stats_dir}/valid/text_shape.bpe" \
+        --fold_length 80000 --fold_length 150 \
+        --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
+        --resume true --output_dir "${exp}" ${asr_args} > "${exp}/train.log" 2>&1
+}
+
+if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    # Up to train_jobs models train at once; on CPUs, several single-threaded runs use the
+    # cores better than one multi-threaded run of these small models.
+    threads=${train_threads}
+    [ "${threads}" -gt 0 ] || threads=$(( $(nproc) / $(min "${train_jobs}" "${#model_list[@]}") ))
+    [ "${threads}" -gt 0 ] || threads=1
+    for model in "${model_list[@]}"; do
+        while [ "$(jobs -rp | wc -l)" -ge "${train_jobs}" ]; do wait -n || true; done
+        log "Stage 6: training ${model} -> ${expdir}/asr_${model} (${threads} threads; log: ${expdir}/asr_${model}/train.log)"
+        rm -f "${expdir}/asr_${model}/.failed"
+        ( train_model "${model}" "${threads}" || touch "${expdir}/asr_${model}/.failed" ) &
+    done
+    wait
+    failed=0
+    for model in "${model_list[@]}"; do
+        if [ -e "${expdir}/asr_${model}/.failed" ]; then
+            echo "ERROR: training ${model} failed; the end of ${expdir}/asr_${model}/train.log:" >&2
+            tail -n 30 "${expdir}/asr_${model}/train.log" >&2
+            failed=1
+        fi
+    done
+    [ "${failed}" -eq 0 ] || exit 1
+fi
+
+if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    # All test sets of a model are decoded in one pass of inference_nj jobs (keys prefixed
+    # with "<set>/"), then split per set: every ESPnet process spends ~10 s importing.
+    for model in "${model_list[@]}"; do
+        exp=${expdir}/asr_${model}
+        dir=${exp}/${decode_name}
+        work=${dir}.tmp
+        log "Stage 7: decoding ${test_sets} with ${exp}/${inference_model} -> ${dir}"
+        rm -rf "${work}"
+        mkdir -p "${work}"
+        for dset in "${test_list[@]}"; do
+            awk -v s="${dset}" '{ print s "/" $0 }' "${datadir}/${dset}/wav.scp"
+        done > "${work}/wav.scp"
+        parts=$(split_keys "${work}/wav.scp" "${work}/logdir" "${inference_nj}")
+        if [ "${inference_tool}" = greedy_ctc ]; then
+            decoder=(-m espnet_omni.bin.asr_inference_ctc --batch_size 16)
+        else
+            decoder=(-m espnet_omni.bin.asr_inference --batch_size 1 --config "${inference_config}")
+        fi
+        # shellcheck disable=SC2086
+        run_jobs "${parts}" "${work}/logdir/asr_inference.JOB.log" \
+            ${python} "${decoder[@]}" --ngpu 0 \
+                --data_path_and_name_and_type "${work}/wav.scp,speech,sound" \
+                --key_file "${work}/logdir/keys.JOB.scp" \
+                --asr_train_config "${exp}/config.yaml" \
+                --asr_model_file "${exp}/${inference_model}" \
+                --output_dir "${work}/logdir/output.JOB" ${inference_args}
+        for n in $(seq 1 "${parts}"); do
+            cat "${work}/logdir/output.${n}/1best_recog/text"
+        done > "${work}/text"
+        for dset in "${test_list[@]}"; do
+            mkdir -p "${work}/${dset}"
+            awk -v p="${dset}/" 'index($0, p) == 1 { print substr($0, length(p) + 1) }' \
+                "${work}/text" | sort -k1,1 > "${work}/${dset}/text"
+        done
+        rm -rf "${dir}"
+        mv "${work}" "${dir}"
+    done
+fi
+
+if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
+    log "Stage 8: scoring"
+    score_args=()
+    for model in "${model_list[@]}"; do
+        for dset in "${test_list[@]}"; do
+            score_args+=(--ref "${datadir}/${dset}" --hyp "${expdir}/asr_${model}/${decode_name}/${dset}")
+        done
+    done
+    ${python} -m espnet_omni.bin.score "${score_args[@]}"
+fi
+
+if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
+    log "Stage 9: results -> ${expdir}/RESULTS.md"
+    # shellcheck disable=SC2046
+    ${python} -m espnet_omni.bin.make_results --exp_dirs "${model_list[@]/#/${expdir}/asr_}" \
+        --decode_name "${decode_name}" --sets "${test_list[@]}" \
+        --in_domain ${in_domain_sets} --focus "${focus_model}" --output "${expdir}/RESULTS.md"
+fi
+
+if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+    for model in "${model_list[@]}"; do
+        exp=${expdir}/asr_${model}
+        log "Stage 10: packing ${exp} -> ${exp}/asr_${model}.zip"
+        ${python} -m espnet2.bin.pack asr --asr_train_config "${exp}/config.yaml" \
+            --asr_model_file "${exp}/${inference_model}" \
+            --option "${token_dir}/bpe.model" --option "${stats_dir}/train/feats_stats.npz" \
+            --option "${expdir}/RESULTS.md" --option "${exp}/images" --outpath "${exp}/asr_${model}.zip"
+    done
+fi
+
+if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
+    if [ -z "${hf_repo_prefix}" ]; then
+        log "Stage 11: skipped (give --hf_repo_prefix to upload to Hugging Face)"
+    else
+        for model in "${model_list[@]}"; do
+            log "Stage 11: uploading ${expdir}/asr_${model}/asr_${model}.zip -> ${hf_repo_prefix}${model}"
+            ${python} -m espnet_omni.bin.publish --model_zip "${expdir}/asr_${model}/asr_${model}.zip" \
+                --repo_id "${hf_repo_prefix}${model}"
+        done
+    fi
+fi
+
+log "Finished stages ${stage}-${stop_stage}"

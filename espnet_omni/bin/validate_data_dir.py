@@ -1,0 +1,35 @@
+"""Validate Kaldi-style data dirs: sorted, consistent ids, readable audio, non-empty text.
+
+    python -m espnet_omni.bin.validate_data_dir data/train data/dev [--no_audio_check]
+
+Exits non-zero with the file and line of the first problem found in each dir.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+from espnet_omni.recipe.data_dir import DataDirError, validate
+
+
+def main(cmd=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("data_dirs", nargs="+", type=Path)
+    parser.add_argument("--no_audio_check", action="store_true", help="skip reading audio headers")
+    args = parser.parse_args(cmd)
+    failed = False
+    for data_dir in args.data_dirs:
+        try:
+            durations = validate(data_dir, check_audio=not args.no_audio_check)
+        except DataDirError as err:
+            print(f"ERROR: {err}", file=sys.stderr)
+            failed = True
+            continue
+        hours = sum(durations.values()) / 3600
+        print(f"{data_dir}: ok" + (f", {len(durations)} utterances, {hours:.2f} h" if durations else ""))
+    if failed:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Results table: WER per test set per model, macro averages, and relative WER reductions of
+one model against the others with paired-bootstrap 95% confidence intervals.
+
+The paired bootstrap resamples utterances (with replacement, the same draw for every model)
+independently within each test set, recomputes each set's WER and the macro average, and
+reads the 2.5th and 97.5th percentiles of the relative reduction
+``100 * (WER_other - WER_model) / WER_other``.
+"""
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from espnet_omni.recipe.scoring import UttErrors, wer
+
+# errors[model][test_set] -> per-utterance counts, sorted by utterance id
+Errors = Dict[str, Dict[str, List[UttErrors]]]
+
+
+@dataclass
+class Reduction:
+    model: str
+    baseline: str
+    sets: Tuple[str, ...]
+    reduction: float  # percent
+    low: float
+    high: float
+
+
+def macro_wer(errors: Errors, model: str, sets: Sequence[str]) -> float:
+    return float(np.mean([wer(errors[model][s]) for s in sets]))
+
+
+def _arrays(errors: Errors, models: Sequence[str], test_set: str):
+    ids = [e.utt_id for e in errors[models[0]][test_set]]
+    for m in models[1:]:
+        if [e.utt_id for e in errors[m][test_set]] != ids:
+            raise ValueError(f"{test_set}: models {models[0]} and {m} were scored on different utterances")
+    words = np.array([e.ref_words for e in errors[models[0]][test_set]], dtype=np.float64)
+    errs = np.stack([[e.errors for e in errors[m][test_set]] for m in models]).astype(np.float64)
+    return words, errs
+
+
+def paired_bootstrap(
+    errors: Errors, model: str, baseline: str, sets: Sequence[str],
+    resamples: int = 1000, seed: int = 0,
+) -> Reduction:
+    """Relative macro-average WER reduction of ``model`` vs ``baseline`` with a 95% CI."""
+    rng = np.random.default_rng(seed)
+    per_set = []
+    for test_set in sets:
+        words, errs = _arrays(errors, [model, baseline], test_set)
+        draw = rng.integers(0, words.size, size=(resamples, words.size))
+        total_words = np.maximum(words[draw].sum(1), 1.0)
+        per_set.append(errs[:, draw].sum(2) / total_words)  # (2, resamples)
+    macro = np.mean(per_set, axis=0)
+    relative = 100.0 * (macro[1] - macro[0]) / np.maximum(macro[1], 1e-12)
+    point_model, point_base = macro_wer(errors, model, sets), macro_wer(errors, baseline, sets)
+    point = 100.0 * (point_base - point_model) / point_base if point_base > 0 else 0.0
+    low, high = np.percentile(relative, [2.5, 97.5])
+    return Reduction(model, baseline, tuple(sets), point, float(low), float(high))
+
+
+def results_markdown(
+    errors: Errors,
+    models: Sequence[str],
+    sets: Sequence[str],
+    in_domain: Sequence[str] = (),
+    focus: Optional[str] = None,
+    resamples: int = 1000,
+    header: str = "",
+) -> str:
+    """The RESULTS.md body: the WER table and, for ``focus``, its relative reductions."""
+    out_of_domain = [s for s in sets if s not in in_domain]
+    lines = [header] if header else []
+    lines += [
+        "| test set | " + " | ".join(models) + " |",
+        "| --- | " + " | ".join("---" for _ in models) + " |",
+    ]
+    for test_set in sets:
+        tag = " (in-domain)" if test_set in in_domain else ""
+        cells = [f"{wer(errors[m][test_set]):.1f}" for m in models]
+        lines.append(f"| {test_set}{tag} | " + " | ".join(cells) + " |")
+    groups = [("average, all sets", list(sets))]
+    if in_domain and out_of_domain:
+        groups.insert(0, ("average, out-of-domain sets", out_of_domain))
+    for label, group in groups:
+        cells = [f"**{macro_wer(errors, m, group):.2f}**" for m in models]
+        lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
+    if focus is not None and len(models) > 1:
+        group = out_of_domain or list(sets)
+        lines += [
+            "",
+            f"Relative reduction of the macro-average WER over the {len(group)} "
+            f"{'out-of-domain ' if out_of_domain else ''}sets by **{focus}** (95% confidence "
+            f"interval: paired bootstrap over utterances, {resamples} resamples):",
+            "",
+            "| vs | WER reduction | 95% CI |",
+            "| --- | --- | --- |",
+        ]
+        for baseline in models:
+            if baseline == focus:
+                continue
+            r = paired_bootstrap(errors, focus, baseline, group, resamples)
+            lines.append(f"| {baseline} | {r.reduction:+.1f}% | [{r.low:+.1f}%, {r.high:+.1f}%] |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,1 @@
+"""The generated default corpus: eSpeak NG speech over a small English grammar."""

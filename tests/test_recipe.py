@@ -1,0 +1,97 @@
+"""egs2/omni_asr/asr1 end to end: the smoke run, a resume from a middle stage, and a broken
+data dir stopping stage 2 with the file and line."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+RECIPE = REPO / "egs2" / "omni_asr" / "asr1"
+MODELS = ["dense_transformer", "switch", "omni_router"]
+
+
+def run_recipe(root: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(
+        ["./run.sh", "--smoke", "true", "--python", sys.executable, *args],
+        cwd=root, env=env, capture_output=True, text=True, timeout=1200,
+    )
+    if check and proc.returncode != 0:
+        pytest.fail(f"run.sh {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """A copy of the recipe beside the package's conf/, after a full smoke run."""
+    top = tmp_path_factory.mktemp("checkout")
+    root = top / "egs2" / "omni_asr" / "asr1"
+    shutil.copytree(RECIPE, root, ignore=shutil.ignore_patterns("data", "dump", "exp", "smoke", "downloads"))
+    (top / "conf").symlink_to(REPO / "conf")
+    proc = run_recipe(root)
+    return root, proc
+
+
+@pytest.mark.timeout(1200)
+def test_smoke_run_goes_through_every_stage(smoke):
+    root, proc = smoke
+    for stage in range(1, 12):
+        assert f"Stage {stage}:" in proc.stdout, stage
+    exp = root / "smoke" / "exp"
+    results = (exp / "RESULTS.md").read_text()
+    header = next(line for line in results.splitlines() if line.startswith("| test set"))
+    assert header == "| test set | " + " | ".join(MODELS) + " |"
+    for model in MODELS:
+        assert (exp / f"asr_{model}" / f"asr_{model}.zip").exists()
+        assert (exp / f"asr_{model}" / "images" / "loss_ctc.png").exists()
+    assert "95% CI" in results and "| switch |" in results and "| dense_transformer |" in results
+    for test_set in ("test_clean", "test_noise", "test_babble", "test_reverb"):
+        assert f"| {test_set}" in results
+
+
+@pytest.mark.timeout(1200)
+def test_rerun_keeps_finished_work_and_resumes_from_a_middle_stage(smoke):
+    root, _ = smoke
+    exp = root / "smoke" / "exp"
+    model = exp / "asr_omni_router" / "valid.cer_ctc.best.pth"
+    before = digest(model)
+    hyps = exp / "asr_omni_router" / "decode_greedy_ctc_valid.cer_ctc.best" / "test_clean" / "text"
+    hyps_before = hyps.read_text()
+    results_before = (exp / "RESULTS.md").read_text()
+    (exp / "RESULTS.md").unlink()
+    run_recipe(root, "--stage", "6", "--stop_stage", "9")
+    assert digest(model) == before  # training found its finished checkpoint: nothing retrained
+    assert hyps.read_text() == hyps_before
+    assert (exp / "RESULTS.md").read_text().split("\n", 3)[3] == results_before.split("\n", 3)[3]
+
+
+@pytest.mark.timeout(600)
+def test_broken_data_dir_fails_stage_2_naming_file_and_line(smoke):
+    root, _ = smoke
+    text = root / "smoke" / "data" / "test_noise" / "text"
+    original = text.read_text()
+    lines = original.splitlines()
+    lines[1], lines[2] = lines[2], lines[1]
+    text.write_text("\n".join(lines) + "\n")
+    try:
+        proc = run_recipe(root, "--stage", "2", "--stop_stage", "2", check=False)
+    finally:
+        text.write_text(original)
+    assert proc.returncode != 0
+    assert f"{text.relative_to(root)}:3:" in proc.stderr and "must be sorted" in proc.stderr
+
+
+def test_unknown_option_is_rejected(smoke):
+    root, _ = smoke
+    proc = run_recipe(root, "--stgae", "3", check=False)
+    assert proc.returncode != 0 and "unknown option --stgae" in proc.stderr

@@ -1,0 +1,146 @@
+"""Data-dir validation, scoring (sclite and the Python scorer), results with bootstrap CIs."""
+
+import random
+import shutil
+
+import numpy as np
+import pytest
+import soundfile
+
+from espnet_omni.recipe import data_dir, results, scoring
+from espnet_omni.recipe.scoring import UttErrors
+
+
+@pytest.fixture()
+def good_dir(tmp_path):
+    d = tmp_path / "set"
+    d.mkdir()
+    rows = []
+    for i, words in enumerate(["hello world", "set an alarm", "three four"]):
+        path = tmp_path / f"u{i}.wav"
+        soundfile.write(path, np.zeros(1600 * (i + 1), dtype=np.int16), 16000)
+        rows.append((f"spk-u{i}", str(path), words))
+    (d / "wav.scp").write_text("".join(f"{u} {p}\n" for u, p, _ in rows))
+    (d / "text").write_text("".join(f"{u} {w}\n" for u, _, w in rows))
+    (d / "utt2spk").write_text("".join(f"{u} spk\n" for u, _, _ in rows))
+    (d / "spk2utt").write_text("spk " + " ".join(u for u, _, _ in rows) + "\n")
+    return d
+
+
+def test_valid_dir_gives_durations(good_dir):
+    durations = data_dir.validate(good_dir)
+    assert durations == {"spk-u0": 0.1, "spk-u1": 0.2, "spk-u2": 0.3}
+
+
+@pytest.mark.parametrize(
+    "file, edit, message",
+    [
+        ("text", lambda s: s.replace("spk-u1 set an alarm", "spk-u1"), r"text:2: 'spk-u1' has no value"),
+        ("wav.scp", lambda s: "\n".join(reversed(s.splitlines())) + "\n", r"wav.scp:2: 'spk-u1' comes after 'spk-u2'"),
+        ("utt2spk", lambda s: s.replace("spk-u2 spk", "spk-u9 spk"), r"utt2spk:3: 'spk-u9' is not in wav.scp"),
+        ("text", lambda s: s + "spk-u2 again\n", r"text:4: duplicate id 'spk-u2'"),
+        ("wav.scp", lambda s: s.replace("u1.wav", "missing.wav"), r"wav.scp:2: cannot read audio"),
+        ("spk2utt", lambda s: "spk spk-u0\n", r"spk2utt:1: speaker 'spk' disagrees with utt2spk"),
+    ],
+)
+def test_broken_dir_names_file_and_line(good_dir, file, edit, message):
+    path = good_dir / file
+    path.write_text(edit(path.read_text()))
+    with pytest.raises(data_dir.DataDirError, match=message):
+        data_dir.validate(good_dir)
+
+
+def test_filter_keeps_range_and_never_leaves_a_partial_copy(good_dir, tmp_path):
+    dst = tmp_path / "filtered"
+    assert data_dir.filter_by_duration(good_dir, dst, 0.15, 1.0) == (2, 1)
+    assert (dst / "wav.scp").read_text().split()[::2] == ["spk-u1", "spk-u2"]
+    assert data_dir.validate(dst)
+    # A failing re-run leaves the earlier result in place.
+    (good_dir / "text").write_text("")
+    with pytest.raises(data_dir.DataDirError):
+        data_dir.filter_by_duration(good_dir, dst, 0.15, 1.0)
+    assert (dst / "wav.scp").read_text().split()[::2] == ["spk-u1", "spk-u2"]
+
+
+def random_pairs(n, seed):
+    rng = random.Random(seed)
+    words = "a b c d e f".split()
+    refs, hyps = {}, {}
+    for k in range(n):
+        ref = [rng.choice(words) for _ in range(rng.randint(0, 12))]
+        hyp = [rng.choice(words) for _ in range(rng.randint(0, 12))]
+        if rng.random() < 0.6:  # mostly near-misses
+            hyp = list(ref)
+            for _ in range(rng.randint(0, 5)):
+                op = rng.randrange(3)
+                if op == 0 and hyp:
+                    hyp[rng.randrange(len(hyp))] = rng.choice(words)
+                elif op == 1 and hyp:
+                    del hyp[rng.randrange(len(hyp))]
+                else:
+                    hyp.insert(rng.randrange(len(hyp) + 1), rng.choice(words))
+        refs[f"u{k:04d}"], hyps[f"u{k:04d}"] = " ".join(ref), " ".join(hyp)
+    return refs, hyps
+
+
+def test_python_scorer_matches_sclite_counts(tmp_path):
+    sclite = scoring.find_sclite()
+    if sclite is None:
+        pytest.fail("sclite is not installed: install Debian's sctk (CI does) to run this comparison")
+    refs, hyps = random_pairs(2000, seed=1)
+    spk = {u: "s" for u in refs}
+    scoring.write_trn(tmp_path / "ref.trn", refs, spk)
+    scoring.write_trn(tmp_path / "hyp.trn", hyps, spk)
+    ours = scoring.score_python(tmp_path / "ref.trn", tmp_path / "hyp.trn")
+    theirs = scoring.score_sclite(tmp_path / "ref.trn", tmp_path / "hyp.trn", sclite)
+    assert ours == theirs
+
+
+def test_align_counts_examples():
+    assert scoring.align_counts("a b c".split(), "a b c".split()) == (0, 0, 0)
+    assert scoring.align_counts("a b c".split(), "a x c".split()) == (1, 0, 0)
+    assert scoring.align_counts("a b c".split(), "a c".split()) == (0, 1, 0)
+    assert scoring.align_counts([], "a b".split()) == (0, 0, 2)
+    # sclite's weights: one deletion + one insertion (6) beat two substitutions (8)
+    assert scoring.align_counts("f b a f".split(), "f f f g".split()) == (1, 1, 1)
+
+
+def test_score_dir_normalises_both_sides(tmp_path):
+    (tmp_path / "ref").write_text("u1 Set an alarm for twenty one, please.\nu2 the colour is grey today\n")
+    (tmp_path / "hyp").write_text("u1 set an alarm for 21 please\nu2 The color is gray\n")
+    (tmp_path / "utt2spk").write_text("u1 s\nu2 s\n")
+    errors, _ = scoring.score_dir(tmp_path / "ref", tmp_path / "hyp", tmp_path / "utt2spk", tmp_path / "out", "python")
+    assert [(e.utt_id, e.errors) for e in errors] == [("s-u1", 0), ("s-u2", 1)]
+    assert "WER: " in (tmp_path / "out" / "result.txt").read_text()
+
+
+def test_missing_hypothesis_is_an_error(tmp_path):
+    (tmp_path / "ref").write_text("u1 a\nu2 b\n")
+    (tmp_path / "hyp").write_text("u1 a\n")
+    (tmp_path / "utt2spk").write_text("u1 s\nu2 s\n")
+    with pytest.raises(ValueError, match="no hypothesis for 1 utterance"):
+        scoring.score_dir(tmp_path / "ref", tmp_path / "hyp", tmp_path / "utt2spk", tmp_path / "out")
+
+
+def make_errors(rate, n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    return [UttErrors(f"u{i:04d}", 10, int(rng.binomial(10, rate)), 0, 0) for i in range(n)]
+
+
+def test_bootstrap_interval_covers_a_real_gap_and_straddles_zero_without_one():
+    errors = {
+        "omni": {"a": make_errors(0.10, seed=1), "b": make_errors(0.20, seed=2)},
+        "dense": {"a": make_errors(0.15, seed=3), "b": make_errors(0.30, seed=4)},
+        "twin": {"a": make_errors(0.10, seed=5), "b": make_errors(0.20, seed=6)},
+    }
+    gap = results.paired_bootstrap(errors, "omni", "dense", ["a", "b"], resamples=500)
+    assert 25 < gap.reduction < 42 and gap.low > 0 and gap.high > gap.reduction > gap.low
+    none = results.paired_bootstrap(errors, "omni", "twin", ["a", "b"], resamples=500)
+    assert none.low < 0 < none.high
+    table = results.results_markdown(errors, ["dense", "twin", "omni"], ["a", "b"], ["a"], "omni", 200)
+    wers = [f"{scoring.wer(errors[m]['b']):.1f}" for m in ("dense", "twin", "omni")]
+    assert f"| b | {' | '.join(wers)} |" in table
+    assert "| a (in-domain) |" in table
+    ood = [f"**{scoring.wer(errors[m]['b']):.2f}**" for m in ("dense", "twin", "omni")]
+    assert f"| **average, out-of-domain sets** | {' | '.join(ood)} |" in table
+    assert "| dense | +" in table and "| twin |" in table
