@@ -240,13 +240,6 @@ class MoETransformerEncoder(AbsEncoder):
         self.normalize_before = normalize_before
         self.moe_blocks = resolve_moe_blocks(moe_layers, num_blocks)
         self.share_router = share_router
-        if self.moe_blocks:
-            if num_experts < 1:
-                raise ValueError(f"num_experts must be >= 1, got {num_experts}")
-            if not 1 <= top_k <= num_experts:
-                raise ValueError(
-                    f"top_k must be between 1 and num_experts={num_experts}, got {top_k}"
-                )
 
         if pos_enc_layer_type not in POSITIONAL_ENCODINGS:
             raise ValueError(
