@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the dense twin, Switch and Omni-router CTC models on the generated corpus, decode the
 # in-domain and six out-of-domain test sets, and write RESULTS.md.
-#   ./run.sh                                   # everything (17 min on 2 CPU cores)
+#   ./run.sh                                   # everything (22 min on 2 CPU cores)
 #   ./run.sh --smoke true                      # every stage on a tiny corpus (minutes)
 #   ./run.sh --stage 6 --stop_stage 9          # resume from training
 set -euo pipefail
