@@ -1,7 +1,6 @@
 """Every config in conf/: YAML -> ASRTask.build_model -> forward/backward, ESPnet's dry-run
 config check, and the parameter counts documented in its header."""
 
-from pathlib import Path
 
 import pytest
 import torch

@@ -1,7 +1,6 @@
 """Data-dir validation, scoring (sclite and the Python scorer), results with bootstrap CIs."""
 
 import random
-import shutil
 
 import numpy as np
 import pytest

@@ -12,15 +12,9 @@ from espnet_omni.moe.losses import expert_load
 from espnet_omni.moe.router import RouterOutput
 
 
-def _real(routing: RouterOutput) -> torch.Tensor:
-    if routing.token_mask is None:
-        return torch.ones_like(routing.expert_index[:, 0], dtype=torch.bool)
-    return routing.token_mask
-
-
 def router_entropy(routing: RouterOutput) -> torch.Tensor:
     """Mean entropy (nats) of the router distribution over real tokens."""
-    real = _real(routing)
+    real = routing.real_tokens()
     probs = routing.probs[real]
     entropy = -(probs * probs.clamp(min=1e-9).log()).sum(-1)
     return entropy.mean() if entropy.numel() else entropy.sum()
@@ -33,7 +27,7 @@ def decision_nmi(first: RouterOutput, second: RouterOutput) -> torch.Tensor:
     across layers) and Omni-router layers alike: 0 = independent choices, 1 = one layer's
     choice determines the other's.
     """
-    real = _real(first) & _real(second)
+    real = first.real_tokens() & second.real_tokens()
     a = first.expert_index[real, 0]
     b = second.expert_index[real, 0]
     num_experts = first.num_experts

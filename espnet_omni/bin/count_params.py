@@ -56,8 +56,8 @@ def main(cmd=None) -> None:
     args = parser.parse_args(cmd)
 
     failed = []
-    print(f"| config | encoder | vocab | total | active | experts |")
-    print(f"| --- | --- | --- | --- | --- | --- |")
+    print("| config | encoder | vocab | total | active | experts |")
+    print("| --- | --- | --- | --- | --- | --- |")
     for config in args.configs:
         documented = documented_counts(config)
         vocab = args.vocab_size or (documented or {}).get("vocab_size")

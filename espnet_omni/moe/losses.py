@@ -9,16 +9,9 @@ import torch
 from espnet_omni.moe.router import RouterOutput
 
 
-def _real_tokens(routing: RouterOutput) -> torch.Tensor:
-    """(N,) float32 weights: 1 for real tokens, 0 for padding."""
-    if routing.token_mask is None:
-        return routing.probs.new_ones(routing.probs.size(0))
-    return routing.token_mask.to(routing.probs.dtype)
-
-
 def expert_load(routing: RouterOutput) -> torch.Tensor:
     """(E,) fraction of real-token assignments that went to each expert (sums to 1)."""
-    weight = _real_tokens(routing)
+    weight = routing.real_tokens().to(routing.probs.dtype)
     top_k = routing.expert_index.size(1)
     counts = routing.probs.new_zeros(routing.num_experts).index_add_(
         0, routing.expert_index.reshape(-1), weight.repeat_interleave(top_k)
@@ -28,7 +21,7 @@ def expert_load(routing: RouterOutput) -> torch.Tensor:
 
 def mean_router_probs(routing: RouterOutput) -> torch.Tensor:
     """(E,) mean router probability of each expert over real tokens."""
-    weight = _real_tokens(routing)
+    weight = routing.real_tokens().to(routing.probs.dtype)
     return (routing.probs * weight[:, None]).sum(0) / weight.sum().clamp(min=1.0)
 
 
@@ -43,7 +36,7 @@ def load_balancing_loss(routing: RouterOutput) -> torch.Tensor:
 
 def router_z_loss(routing: RouterOutput) -> torch.Tensor:
     """ST-MoE z-loss: mean over real tokens of logsumexp(logits)^2 (a float32 scalar)."""
-    weight = _real_tokens(routing)
+    weight = routing.real_tokens().to(routing.probs.dtype)
     z = torch.logsumexp(routing.logits, dim=-1) ** 2
     return (z * weight).sum() / weight.sum().clamp(min=1.0)
 

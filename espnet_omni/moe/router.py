@@ -33,11 +33,15 @@ class RouterOutput:
     def num_experts(self) -> int:
         return self.logits.size(-1)
 
+    def real_tokens(self) -> torch.Tensor:
+        """(N,) bool, True for tokens that are not padding."""
+        if self.token_mask is None:
+            return torch.ones(self.logits.size(0), dtype=torch.bool, device=self.logits.device)
+        return self.token_mask
+
     def num_real_tokens(self) -> int:
         """Tokens that are not padding."""
-        if self.token_mask is None:
-            return self.logits.size(0)
-        return int(self.token_mask.sum())
+        return self.logits.size(0) if self.token_mask is None else int(self.token_mask.sum())
 
 
 class Router(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""Kaldi-style data dirs: validation, duration filtering, splitting.
+"""Kaldi-style data dirs: validation and duration filtering.
 
 A data dir holds ``wav.scp`` (``utt path``), ``text`` (``utt words``), ``utt2spk`` and
 ``spk2utt``; every file is sorted by its first column, ids are unique and consistent across
@@ -8,7 +8,7 @@ only as consistency of the mapping here). Errors name the file and the line.
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import soundfile
 
@@ -149,17 +149,3 @@ def filter_by_duration(
     tmp.rename(dst)
     return len(keep), len(durations) - len(keep)
 
-
-def split_keys(scp: Path, out_dir: Path, parts: int, name: Optional[str] = None) -> List[Path]:
-    """Split the ids of ``scp`` into ``parts`` contiguous key files ``<name>.<n>.scp`` (1-based)."""
-    keys = [e.key for e in read_table(scp)]
-    parts = max(1, min(parts, len(keys)))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = name or scp.stem
-    paths = []
-    for n in range(parts):
-        chunk = keys[n * len(keys) // parts : (n + 1) * len(keys) // parts]
-        path = out_dir / f"{stem}.{n + 1}.scp"
-        path.write_text("".join(f"{k}\n" for k in chunk))
-        paths.append(path)
-    return paths

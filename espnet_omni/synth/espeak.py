@@ -75,13 +75,12 @@ class _Engine:
         self.lib.espeak_SetSynthCallback(self.callback)
         self.lib.espeak_ng_SetRandSeed.argtypes = [ctypes.c_long]
 
-    def synthesize(self, text: str, voice: dict, seed: int) -> bytes:
-        name = f"{voice['language']}+{voice['variant']}" if voice["variant"] else voice["language"]
+    def synthesize(self, text: str, voice: Voice, seed: int) -> bytes:
         # The voice call resets the parameters: set it first.
-        if self.lib.espeak_SetVoiceByName(name.encode()) != 0:
-            raise ValueError(f"eSpeak NG has no voice '{name}'")
-        for param, key in ((PARAM_RATE, "rate"), (PARAM_PITCH, "pitch"), (PARAM_RANGE, "pitch_range")):
-            self.lib.espeak_SetParameter(param, int(voice[key]), 0)
+        if self.lib.espeak_SetVoiceByName(voice.name.encode()) != 0:
+            raise ValueError(f"eSpeak NG has no voice '{voice.name}'")
+        for param, value in ((PARAM_RATE, voice.rate), (PARAM_PITCH, voice.pitch), (PARAM_RANGE, voice.pitch_range)):
+            self.lib.espeak_SetParameter(param, value, 0)
         self.lib.espeak_ng_SetRandSeed(seed)
         data = text.encode()
         self.lib.espeak_Synth(data, len(data) + 1, 0, 0, 0, CHARS_UTF8, None, None)
@@ -101,7 +100,8 @@ def _serve(library: str, data_parent: str) -> None:
         if pid == 0:
             os.close(read_fd)
             try:
-                status, payload = 0, engine.synthesize(request["text"], request["voice"], request["seed"])
+                voice = Voice(**request["voice"])
+                status, payload = 0, engine.synthesize(request["text"], voice, request["seed"])
             except Exception as err:
                 status, payload = 1, str(err).encode()
             with os.fdopen(write_fd, "wb") as pipe:
