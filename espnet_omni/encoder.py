@@ -197,6 +197,9 @@ class MoETransformerEncoder(AbsEncoder):
         eval_capacity_factor: capacity factor in eval mode; null = dropless.
         router_jitter: multiplicative router-input noise in training (0 = off).
         router_renormalize: with top_k > 1, rescale the k gates to sum to 1.
+        grouped_gemm: run the experts as bfloat16 grouped GEMMs without host synchronisation
+            (true), one GEMM pair per expert (false), or by device (null: grouped on CUDA
+            GPUs of compute capability 8+, looped elsewhere).
         stack_frames: group size of ``input_layer: stack``.
 
     After each forward, :attr:`routing` holds the RouterOutput of every MoE block, in block
@@ -233,6 +236,7 @@ class MoETransformerEncoder(AbsEncoder):
         eval_capacity_factor: Optional[float] = None,
         router_jitter: float = 0.0,
         router_renormalize: bool = False,
+        grouped_gemm: Optional[bool] = None,
         stack_frames: int = 4,
     ):
         super().__init__()
@@ -277,7 +281,8 @@ class MoETransformerEncoder(AbsEncoder):
                 output_size, num_experts, top_k, router_jitter, router_renormalize
             )
             experts = Experts(
-                num_experts, output_size, expert_units, dropout_rate, activation_type
+                num_experts, output_size, expert_units, dropout_rate, activation_type,
+                grouped_gemm,
             )
             return MoEFeedForward(router, experts, capacity_factor, eval_capacity_factor)
 
@@ -448,7 +453,7 @@ def _variant_of(base, fixed: Dict[str, object], hidden: Sequence[str] = ()):
 
 MOE_ONLY_OPTIONS = (
     "num_experts", "moe_layers", "top_k", "expert_units", "capacity_factor",
-    "eval_capacity_factor", "router_jitter", "router_renormalize",
+    "eval_capacity_factor", "router_jitter", "router_renormalize", "grouped_gemm",
 )
 
 

@@ -76,7 +76,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
         loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
         aux = self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
         if self.scale_router_losses:
-            aux = aux * routing[0].num_real_tokens() / speech.size(0)
+            aux = aux * routing[0].real_tokens().sum() / speech.size(0)  # no host sync
         loss = loss + aux
         stats["loss_lb"] = loss_lb.detach()
         stats["loss_z"] = loss_z.detach()

@@ -159,3 +159,25 @@ def test_base_class_is_the_single_implementation():
     for cls, _ in VARIANTS.values():
         assert issubclass(cls, MoETransformerEncoder)
         assert cls.forward is MoETransformerEncoder.forward
+
+
+@pytest.mark.parametrize("name", ["omni_router", "switch"])
+def test_grouped_gemm_option_reaches_every_moe_block(name):
+    """``grouped_gemm: true`` (the CUDA path, run here on CPU) trains like the looped path.
+
+    One block: deeper blocks would see the first block's bf16 rounding, which flips routing
+    decisions of near-tied tokens of an untrained router.
+    """
+    torch.manual_seed(0)
+    looped = build(name, grouped_gemm=False, num_blocks=1, positional_dropout_rate=0.0)
+    grouped = build(name, grouped_gemm=True, num_blocks=1, positional_dropout_rate=0.0)
+    grouped.load_state_dict(looped.state_dict())
+    assert all(
+        layer.feed_forward.experts.grouped_gemm for layer in grouped.encoders
+    )
+    xs, ilens = torch.randn(2, 40, FEAT), torch.tensor([40, 28])
+    out_looped = looped(xs, ilens)[0]
+    out_grouped = grouped(xs, ilens)[0]
+    torch.testing.assert_close(out_grouped, out_looped, rtol=5e-2, atol=5e-2)
+    out_grouped.sum().backward()
+    assert all(p.grad is not None and p.grad.isfinite().all() for p in grouped.parameters())

@@ -1,10 +1,13 @@
 """Router, dispatch and auxiliary losses of the MoE layer (plain PyTorch, no ESPnet)."""
 
+import copy
+
 import pytest
 import torch
 
 from espnet_omni.analysis.routing_stats import decision_nmi, routing_health
-from espnet_omni.moe.experts import Experts, expert_capacity
+from espnet_omni.moe import prepacked
+from espnet_omni.moe.experts import Experts, FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
 from espnet_omni.moe.losses import expert_load, load_balancing_loss, router_z_loss
 from espnet_omni.moe.router import Router, RouterOutput
@@ -117,7 +120,7 @@ def test_capacity_drops_overflow_and_leaves_only_the_residual():
     index = torch.zeros(10, 1, dtype=torch.long)  # every token wants expert 0
     index[8:] = 1
     gate = torch.full((10, 1), 0.5)
-    capacity = expert_capacity(10, 2, 1.0)  # 5 slots per expert
+    capacity = 5  # ceil(1.0 * 10 assignments / 2 experts)
     out = experts(x, index, gate, capacity_factor=1.0)
     reference = naive_moe(x, experts, index, gate)
     torch.testing.assert_close(out[:capacity], reference[:capacity])  # first come, first served
@@ -130,7 +133,7 @@ def test_capacity_drops_overflow_and_leaves_only_the_residual():
     layer.router.weight.data[0] = 10.0  # route every token to expert 0 (positive inputs)
     h = x.abs()[None]
     y, routing = layer(h)
-    kept = expert_capacity(10, 2, 0.1)
+    kept = 1  # ceil(0.1 * 10 / 2): at least one slot
     assert (y[0, kept:] == 0).all() and (y[0, :kept] != 0).any()
 
 
@@ -168,6 +171,89 @@ def test_every_expert_gets_a_gradient_zero_when_idle():
         for p in expert.parameters():
             assert p.grad is not None
             assert (p.grad.abs().sum() > 0) == (e < 2)
+
+
+def bf16_exact(module):
+    """Round a module's parameters to bfloat16 values, so bf16 GEMMs see them exactly."""
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(p.bfloat16().float())
+    return module
+
+
+@pytest.mark.parametrize("top_k,capacity", [(1, None), (2, None), (1, 0.6)])
+def test_grouped_gemm_path_matches_looped_path(top_k, capacity):
+    """The CUDA path (bf16 grouped GEMMs, offsets on the device) run on CPU."""
+    torch.manual_seed(0)
+    looped = bf16_exact(
+        MoEFeedForward(Router(16, 4, top_k=top_k), Experts(4, 16, 32, grouped_gemm=False),
+                       capacity_factor=capacity)
+    )
+    grouped = copy.deepcopy(looped)
+    grouped.experts.grouped_gemm = True
+    x = torch.randn(3, 7, 16).bfloat16().float()
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 5, 2])[:, None]
+    outputs = []
+    for layer in (looped, grouped):
+        xi = x.clone().requires_grad_()
+        y, _ = layer(xi, mask)
+        y.backward(torch.linspace(-1, 1, y.numel()).view_as(y))
+        outputs.append((y, xi.grad, [p.grad for p in layer.parameters()]))
+    (y_ref, gx_ref, gp_ref), (y, gx, gp) = outputs
+    torch.testing.assert_close(y, y_ref, rtol=2e-2, atol=2e-2)
+    torch.testing.assert_close(gx, gx_ref, rtol=3e-2, atol=3e-2)
+    for g, g_ref in zip(gp, gp_ref):
+        torch.testing.assert_close(g, g_ref, rtol=3e-2, atol=3e-2)
+    # Rows past the last offset are undefined inside grouped_mm; padding must stay exactly 0
+    # in the output and in the input gradient.
+    assert torch.equal(y[~mask], torch.zeros_like(y[~mask]))
+    assert torch.equal(gx[~mask], torch.zeros_like(gx[~mask]))
+    if capacity is not None:
+        dropped = (y_ref == 0).all(-1) & mask
+        assert dropped.any() and torch.equal(dropped, (y == 0).all(-1) & mask)
+
+
+@pytest.mark.parametrize("capacity", [None, 1.0])
+def test_grouped_gemm_path_never_reads_the_device(capacity):
+    """On the meta device any read of tensor data fails: the grouped path does none."""
+    layer = MoEFeedForward(Router(16, 4, top_k=2), Experts(4, 16, 32, grouped_gemm=True),
+                           capacity_factor=capacity).to("meta")
+    x = torch.empty(2, 5, 16, device="meta", requires_grad=True)
+    y, _ = layer(x, torch.ones(2, 5, dtype=torch.bool, device="meta"))
+    y.backward(torch.empty_like(y))
+    assert x.grad.shape == x.shape
+    layer.experts.grouped_gemm = False  # the looped CPU path reads its split sizes
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        layer(x, torch.ones(2, 5, dtype=torch.bool, device="meta"))
+
+
+def test_grouped_gemm_needs_aligned_sizes():
+    with pytest.raises(ValueError, match="divisible by 8"):
+        Experts(4, 12, 32, grouped_gemm=True)
+
+
+@pytest.mark.skipif(not prepacked.AVAILABLE, reason="this torch build has no oneDNN")
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_prepacked_inference_matches_and_follows_weight_updates(activation):
+    torch.manual_seed(0)
+    ff = FeedForward(16, 64, dropout_rate=0.5, activation_type=activation).eval()
+    x = torch.randn(5, 16)
+    with torch.enable_grad():
+        reference = ff(x)  # autograd on: the ordinary path
+    with torch.no_grad():
+        out = ff(x)
+    assert getattr(ff.w_1, "_prepacked", None) is not None  # the packed path ran
+    torch.testing.assert_close(out, reference)
+    with torch.no_grad():
+        ff.w_2.weight.mul_(-2.0)  # an in-place update (optimizer step, load_state_dict)
+        torch.testing.assert_close(ff(x), ff.w_2(ff.activation(ff.w_1(x))))
+    ff.load_state_dict(FeedForward(16, 64).state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(ff(x), ff.w_2(ff.activation(ff.w_1(x))))
+    assert "_prepacked" not in "".join(ff.state_dict())
+    ff.train()  # training mode keeps dropout: never the packed path
+    with torch.no_grad():
+        assert not torch.equal(ff(x), ff(x))
 
 
 def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():

@@ -1,16 +1,24 @@
-"""Feed-forward experts and the dropless sort-by-expert dispatch.
+"""Feed-forward experts and their dispatch.
 
-The E experts are separate ``FeedForward`` modules (separate weight tensors). Tokens are
-sorted by expert, split into one contiguous slice per expert, run through their expert and
-scattered back. Compared with slicing one stacked (E, d, f) parameter in a Python loop, this
-keeps backward free of full-size zero gradients per slice, and compared with a one-hot
-(tokens x experts x capacity) dispatch tensor it costs O(T) instead of O(T^2).
+The E experts are separate ``FeedForward`` modules (separate weight tensors), so a checkpoint
+has the same layout whatever device trained it. Two ways to run them:
+
+* looped (the CPU default): tokens are sorted by expert, split into one contiguous slice per
+  expert, run through their expert and scattered back. Compared with slicing one stacked
+  (E, d, f) parameter in a Python loop, backward writes no full-size zero gradient per slice;
+  compared with a one-hot (tokens x experts x capacity) dispatch tensor it costs O(T), not
+  O(T^2). The split sizes are read on the host, which is free on CPU.
+* grouped (the CUDA default on GPUs with bfloat16 grouped GEMMs): the same sorted tokens go
+  through two ``torch.nn.functional.grouped_mm`` calls in bfloat16 with per-expert offsets kept
+  on the device, so the hot path has no host synchronisation (no ``.tolist()``, no
+  data-dependent shapes; capacity limits are applied by masking).
 """
 
-import math
 from typing import List, Optional
 
 import torch
+
+from espnet_omni.moe.prepacked import can_use_prepacked, prepacked_linear
 
 ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -59,12 +67,23 @@ class FeedForward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., d)."""
+        if can_use_prepacked(self, x):
+            # CPU inference: weights packed once (see prepacked.py); dropout is off in eval.
+            if isinstance(self.activation, torch.nn.ReLU):
+                hidden = prepacked_linear(self.w_1, x, relu=True)
+            else:
+                hidden = self.activation(prepacked_linear(self.w_1, x))
+            return prepacked_linear(self.w_2, hidden)
         return self.w_2(self.dropout(self.activation(self.w_1(x))))
 
 
-def expert_capacity(num_assignments: int, num_experts: int, capacity_factor: float) -> int:
-    """Slots per expert: ceil(capacity_factor * assignments / E), at least one."""
-    return max(1, math.ceil(capacity_factor * num_assignments / num_experts))
+def grouped_gemm_supported(device: torch.device) -> bool:
+    """Whether ``grouped_mm`` has bfloat16 kernels on ``device`` (CUDA, compute capability 8+)."""
+    return (
+        device.type == "cuda"
+        and hasattr(torch.nn.functional, "grouped_mm")
+        and torch.cuda.get_device_capability(device)[0] >= 8
+    )
 
 
 class Experts(torch.nn.Module):
@@ -76,6 +95,9 @@ class Experts(torch.nn.Module):
         hidden_units: hidden size f of each expert.
         dropout_rate: dropout inside each expert.
         activation_type: see ``FeedForward``.
+        grouped_gemm: run the experts as bfloat16 grouped GEMMs (True), as one GEMM pair per
+            expert (False), or choose by device (None: grouped on CUDA GPUs that support it,
+            looped elsewhere).
     """
 
     def __init__(
@@ -85,19 +107,37 @@ class Experts(torch.nn.Module):
         hidden_units: int,
         dropout_rate: float = 0.0,
         activation_type: str = "relu",
+        grouped_gemm: Optional[bool] = None,
     ):
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
+        if grouped_gemm and (input_size % 8 or hidden_units % 8):
+            # bfloat16 grouped GEMM kernels need 16-byte aligned rows.
+            raise ValueError(
+                f"grouped_gemm needs output_size and expert_units divisible by 8, got "
+                f"{input_size} and {hidden_units}"
+            )
         # Built one by one: repeating one module object would make all experts share weights.
         self.experts = torch.nn.ModuleList(
             FeedForward(input_size, hidden_units, dropout_rate, activation_type)
             for _ in range(num_experts)
         )
+        self.grouped_gemm = grouped_gemm
 
     @property
     def num_experts(self) -> int:
         return len(self.experts)
+
+    def uses_grouped_gemm(self, x: torch.Tensor) -> bool:
+        """Whether a forward on ``x`` takes the grouped path."""
+        if self.grouped_gemm is None:
+            return (
+                grouped_gemm_supported(x.device)
+                and self.experts[0].w_1.in_features % 8 == 0
+                and self.experts[0].w_1.out_features % 8 == 0
+            )
+        return self.grouped_gemm
 
     def forward(
         self,
@@ -127,27 +167,56 @@ class Experts(torch.nn.Module):
         num_experts = self.num_experts
         flat_expert = expert_index.reshape(-1)
         if token_mask is not None:
-            # Padding goes to a sentinel expert E whose slice is discarded.
-            flat_expert = flat_expert.masked_fill(
-                ~token_mask.repeat_interleave(top_k), num_experts
-            )
-        sorted_expert, order = flat_expert.sort(stable=True)
-        counts = torch.bincount(flat_expert, minlength=num_experts + 1)[:num_experts]
-
+            # Padding goes to a sentinel expert E, which no expert serves.
+            padding = ~token_mask if top_k == 1 else ~token_mask.repeat_interleave(top_k)
+            flat_expert = flat_expert.masked_fill(padding, num_experts)
         if capacity_factor is not None:
-            num_assignments = int(counts.sum())
-            capacity = expert_capacity(num_assignments, num_experts, capacity_factor)
-            starts = torch.cumsum(counts, 0) - counts
-            rank = torch.arange(order.numel(), device=x.device) - starts[
-                sorted_expert.clamp(max=num_experts - 1)
-            ]
-            keep = (rank < capacity) & (sorted_expert < num_experts)
-            order = order[keep]
-            counts = counts.clamp(max=capacity)
-
-        split_sizes: List[int] = counts.tolist()
-        order = order[: sum(split_sizes)]
+            flat_expert = self._drop_over_capacity(flat_expert, capacity_factor)
+        sorted_expert, order = flat_expert.sort(stable=True)
         token = order // top_k if top_k > 1 else order
+        flat_gate = gate.reshape(-1)[order]
+        if self.uses_grouped_gemm(x):
+            return self._grouped(x, token, sorted_expert, flat_gate)
+        return self._looped(x, token, sorted_expert, flat_gate)
+
+    def _drop_over_capacity(
+        self, flat_expert: torch.Tensor, capacity_factor: float
+    ) -> torch.Tensor:
+        """Send each assignment beyond its expert's capacity to the sentinel expert E.
+
+        flat_expert: (N*k,) expert per assignment, E for padding. The capacity and the ranks
+        stay on the device.
+        """
+        num_experts = self.num_experts
+        sorted_expert, order = flat_expert.sort(stable=True)
+        counts = self._counts(flat_expert)
+        starts = torch.cumsum(counts, 0) - counts
+        real = sorted_expert < num_experts
+        rank_sorted = torch.arange(order.numel(), device=order.device) - starts[
+            sorted_expert.clamp(max=num_experts - 1)
+        ]
+        rank = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
+        # Slots per expert: ceil(cf * assignments / E), at least one, kept on the device.
+        capacity = torch.ceil(capacity_factor * real.sum().double() / num_experts).clamp(min=1)
+        return flat_expert.masked_fill(rank >= capacity, num_experts)
+
+    def _counts(self, flat_expert: torch.Tensor) -> torch.Tensor:
+        """(E,) assignments per expert; the sentinel E (padding, dropped) is not counted."""
+        # scatter_add, not bincount: CUDA's bincount reads the maximum back to the host.
+        counts = flat_expert.new_zeros(self.num_experts + 1)
+        return counts.scatter_add_(0, flat_expert, torch.ones_like(flat_expert))[:-1]
+
+    def _looped(
+        self,
+        x: torch.Tensor,
+        token: torch.Tensor,
+        sorted_expert: torch.Tensor,
+        gate: torch.Tensor,
+    ) -> torch.Tensor:
+        """One FeedForward call per expert on its contiguous slice of the sorted tokens."""
+        split_sizes: List[int] = self._counts(sorted_expert).tolist()
+        served = sum(split_sizes)
+        token = token[:served]
         routed = x.index_select(0, token)
         # Every expert runs, also on an empty slice, so idle experts get zero gradients
         # (DDP then needs no find_unused_parameters).
@@ -155,5 +224,38 @@ class Experts(torch.nn.Module):
             expert(chunk)
             for expert, chunk in zip(self.experts, routed.split(split_sizes, dim=0))
         ]
-        combined = torch.cat(outputs, dim=0) * gate.reshape(-1)[order].unsqueeze(-1).to(x.dtype)
-        return x.new_zeros(num_tokens, x.size(-1)).index_add_(0, token, combined)
+        combined = torch.cat(outputs, dim=0) * gate[:served].unsqueeze(-1).to(x.dtype)
+        return x.new_zeros(x.shape).index_add_(0, token, combined)
+
+    def _grouped(
+        self,
+        x: torch.Tensor,
+        token: torch.Tensor,
+        sorted_expert: torch.Tensor,
+        gate: torch.Tensor,
+    ) -> torch.Tensor:
+        """All experts in two bfloat16 grouped GEMMs; nothing is read back to the host.
+
+        Assignments to the sentinel expert sit after the last offset. ``grouped_mm`` leaves
+        those rows undefined, in its output and in its input gradient, so they are masked to
+        zero before and after each GEMM (the mask before a GEMM zeroes them in backward).
+        """
+        num_experts = self.num_experts
+        compute = torch.bfloat16
+        offsets = torch.cumsum(self._counts(sorted_expert), 0, dtype=torch.int32)
+        served = (sorted_expert < num_experts).unsqueeze(-1)
+        expert_of_row = sorted_expert.clamp(max=num_experts - 1)
+        first = self.experts[0]
+
+        def grouped_linear(h: torch.Tensor, name: str) -> torch.Tensor:
+            layers = [getattr(expert, name) for expert in self.experts]
+            weight = torch.stack([layer.weight.to(compute) for layer in layers])  # (E, out, in)
+            bias = torch.stack([layer.bias.to(compute) for layer in layers])  # (E, out)
+            h = torch.where(served, h, 0.0)
+            out = torch.nn.functional.grouped_mm(h, weight.transpose(1, 2), offs=offsets)
+            return torch.where(served, out + bias.index_select(0, expert_of_row), 0.0)
+
+        hidden = grouped_linear(x.index_select(0, token).to(compute), "w_1")
+        out = grouped_linear(first.dropout(first.activation(hidden)), "w_2")
+        combined = out.float() * torch.where(served.squeeze(-1), gate, 0.0).unsqueeze(-1)
+        return x.new_zeros(x.shape).index_add_(0, token, combined.to(x.dtype))

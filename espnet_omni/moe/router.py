@@ -5,6 +5,7 @@ The router knows nothing about layers. A Switch encoder gives each MoE layer its
 weight receives gradient from every layer while each layer routes its own hidden state.
 """
 
+import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -38,10 +39,6 @@ class RouterOutput:
         if self.token_mask is None:
             return torch.ones(self.logits.size(0), dtype=torch.bool, device=self.logits.device)
         return self.token_mask
-
-    def num_real_tokens(self) -> int:
-        """Tokens that are not padding."""
-        return self.logits.size(0) if self.token_mask is None else int(self.token_mask.sum())
 
 
 class Router(torch.nn.Module):
@@ -99,7 +96,13 @@ class Router(torch.nn.Module):
         """
         # Selective precision: autocast would run this matmul and softmax in half precision,
         # where small logit differences flip decisions and the z-loss overflows.
-        with torch.autocast(device_type=x.device.type, enabled=False):
+        no_autocast = (
+            torch.autocast(device_type=x.device.type, enabled=False)
+            if torch.amp.is_autocast_available(x.device.type)
+            and torch.is_autocast_enabled(x.device.type)
+            else contextlib.nullcontext()
+        )
+        with no_autocast:
             h = x.float()
             if self.training and self.jitter_eps > 0:
                 noise = torch.empty_like(h).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps)

@@ -1,0 +1,608 @@
+"""Speed and memory of espnet-omni's MoE layer and encoders, measured side by side.
+
+    .venv/bin/python benchmarks/run.py                  # everything: about 4 minutes, 2 CPU cores
+    .venv/bin/python benchmarks/run.py --sections ffn   # one part (ffn, encoder, decode, memory)
+    .venv/bin/python benchmarks/run.py --device cuda    # on a GPU (bf16 autocast, absolute times)
+
+Every time is the median of interleaved repetitions (A, B, C, A, B, C, ...), and every ratio
+divides two medians of the same run, so slow phases of a shared machine hit all candidates
+alike. Prints a markdown table and writes it with all raw figures to
+``benchmarks/results/<date>.{md,json}``.
+
+Sections:
+  ffn      the MoE FFN (dropless, sort by expert) vs a dense FFN of expert size, vs the
+           GShard / fairseq one-hot einsum dispatch (written below as the reference), and vs
+           transformers' SwitchTransformersSparseMLP when transformers is installed; each
+           with 1 and 2 threads (CPU). Outputs of the peers are compared with equal weights.
+  encoder  a training step (fwd + bwd + Adam) of the Omni-router encoder vs its dense twin vs
+           ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s.
+  decode   real-time factor of greedy CTC decoding with the demo models of the recipe
+           (egs2/omni_asr/asr1/conf), one utterance at a time, one thread.
+  memory   activation memory (bytes saved for backward) of one MoE layer as E grows, and peak
+           memory of a training step and of decoding per model (separate processes).
+"""
+
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (  # noqa: E402
+    PositionwiseFeedForward,
+)
+from espnet_omni.moe.experts import Experts, FeedForward  # noqa: E402
+from espnet_omni.moe.layer import MoEFeedForward  # noqa: E402
+from espnet_omni.moe.router import Router  # noqa: E402
+
+DEMO_CONF = REPO / "egs2" / "omni_asr" / "asr1" / "conf"
+
+# Targets: (section key, description, limit, "max" or "min").
+TARGETS = {
+    "ffn_fwdbwd_e8": ("MoE FFN fwd+bwd / dense, E=8, T=4000", 1.10, "max"),
+    "ffn_fwdbwd_e32": ("MoE FFN fwd+bwd / dense, E=32, T=4000", 1.20, "max"),
+    "ffn_infer_t250_e8": ("MoE FFN inference / ESPnet dense FFN, E=8, T=250", 1.30, "max"),
+    "einsum_speedup_e8": ("one-hot einsum time / ours, fwd+bwd, E=8, T=4000", 5.0, "min"),
+    "einsum_speedup_e32": ("one-hot einsum time / ours, fwd+bwd, E=32, T=4000", 5.0, "min"),
+    "encoder_step": ("Omni-router training step / dense twin", 1.15, "max"),
+    "decode_rtf_batch1": ("Omni-router decoding RTF / dense, batch 1", 1.30, "max"),
+    "decode_rtf_batch16": ("Omni-router decoding RTF / dense, batch 16 (the recipe's)", 1.30, "max"),
+    "activation_growth": ("MoE activation memory E=32 / E=1", 1.05, "max"),
+}
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_medians(
+    candidates: Dict[str, Callable[[], object]],
+    device: torch.device,
+    repeats: int,
+    calls: int = 1,
+    warmup: int = 1,
+) -> Dict[str, float]:
+    """Median seconds per call of each candidate, run in turn ``repeats`` times."""
+    for fn in candidates.values():
+        for _ in range(warmup):
+            fn()
+    times: Dict[str, List[float]] = {name: [] for name in candidates}
+    for _ in range(repeats):
+        for name, fn in candidates.items():
+            synchronize(device)
+            start = time.perf_counter()
+            for _ in range(calls):
+                fn()
+            synchronize(device)
+            times[name].append((time.perf_counter() - start) / calls)
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def autocast_for(device: torch.device):
+    """bf16 autocast on CUDA (how MoE models are trained there); plain fp32 on CPU."""
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+
+# ------------------------------------------------------------------ the FFN peers
+
+
+class GShardEinsumMoE(torch.nn.Module):
+    """Reference: top-1 GShard dispatch with one-hot einsums, as fairseq's Top1Gate + MOELayer
+    (and DeepSpeed's sharded_moe) compute it, running the experts of ``layer``.
+
+    capacity = int(cf * ceil(S / E)); tokens over capacity are dropped (output 0). The
+    (S, E, C) dispatch and combine tensors make time and memory grow with S^2.
+    """
+
+    def __init__(self, layer: MoEFeedForward, capacity_factor: float):
+        super().__init__()
+        self.router = layer.router
+        self.experts = layer.experts.experts
+        self.capacity_factor = capacity_factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(S, d) -> (S, d)."""
+        num_tokens, num_experts = x.size(0), len(self.experts)
+        gates = torch.nn.functional.linear(x.float(), self.router.weight.float()).softmax(-1)
+        capacity = int(self.capacity_factor * math.ceil(num_tokens / num_experts))
+        mask1 = torch.nn.functional.one_hot(gates.argmax(-1), num_experts)
+        locations1 = torch.cumsum(mask1, dim=0) - 1
+        mask1 = mask1 * torch.lt(locations1, capacity)
+        locations1_s = torch.sum(locations1 * mask1, dim=1)
+        gates1_s = (gates * mask1).sum(dim=1)
+        locations1_sc = torch.nn.functional.one_hot(locations1_s, capacity).to(gates.dtype)
+        combine_sec = torch.einsum("s,se,sc->sec", gates1_s, mask1.to(gates.dtype), locations1_sc)
+        dispatch_mask = combine_sec.bool()
+        dispatched = torch.einsum("sec,sm->ecm", dispatch_mask.to(x.dtype), x)
+        expert_out = torch.stack([expert(chunk) for expert, chunk in zip(self.experts, dispatched)])
+        return torch.einsum("sec,ecm->sm", combine_sec.to(x.dtype), expert_out)
+
+
+def hf_switch_mlp(layer: MoEFeedForward, num_tokens: int):
+    """transformers' SwitchTransformersSparseMLP with ``layer``'s weights (biases must be 0),
+    capacity large enough to drop nothing; None when transformers is not installed."""
+    try:
+        from transformers.models.switch_transformers.configuration_switch_transformers import (
+            SwitchTransformersConfig,
+        )
+        from transformers.models.switch_transformers.modeling_switch_transformers import (
+            SwitchTransformersSparseMLP,
+        )
+    except ImportError:
+        return None
+    first = layer.experts.experts[0]
+    config = SwitchTransformersConfig(
+        d_model=first.w_1.in_features, d_ff=first.w_1.out_features,
+        num_experts=layer.experts.num_experts, expert_capacity=num_tokens, router_bias=False,
+        router_jitter_noise=0.0, dropout_rate=0.0, dense_act_fn="relu", router_dtype="float32",
+    )
+    mlp = SwitchTransformersSparseMLP(config)
+    with torch.no_grad():
+        mlp.router.classifier.weight.copy_(layer.router.weight)
+        for i, expert in enumerate(layer.experts.experts):
+            mlp.experts[f"expert_{i}"].wi.weight.copy_(expert.w_1.weight)
+            mlp.experts[f"expert_{i}"].wo.weight.copy_(expert.w_2.weight)
+    return mlp
+
+
+def moe_layer(d: int, f: int, num_experts: int, device: torch.device, zero_bias: bool = False):
+    layer = MoEFeedForward(Router(d, num_experts), Experts(num_experts, d, f)).to(device)
+    # Trained routers spread tokens; a freshly initialised one is near uniform as well.
+    if zero_bias:
+        with torch.no_grad():
+            for expert in layer.experts.experts:
+                expert.w_1.bias.zero_()
+                expert.w_2.bias.zero_()
+    return layer
+
+
+def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
+    d, f, big, small = 256, 1024, 4000, 250
+    results: Dict = {"d": d, "f": f, "T": big, "T_infer": small, "runs": []}
+    torch.manual_seed(0)
+    for num_threads in threads:
+        torch.set_num_threads(num_threads)
+        for num_experts in (8, 32):
+            dense = PositionwiseFeedForward(d, f, 0.0).to(device)  # ESPnet's dense FFN
+            packed_dense = FeedForward(d, f).to(device)  # ours: prepacked for CPU inference
+            moe = moe_layer(d, f, num_experts, device, zero_bias=True)
+            einsum = GShardEinsumMoE(moe, capacity_factor=1.25)
+            hf = hf_switch_mlp(moe, big)
+            x = torch.randn(big, d, device=device, requires_grad=True)
+            grad = torch.randn(big, d, device=device)
+
+            def train_step(module, reshape=False):
+                def step():
+                    # As after optimizer.zero_grad(): backward assigns, not accumulates.
+                    module.zero_grad(set_to_none=True)
+                    x.grad = None
+                    with autocast_for(device):
+                        out = module(x[None] if reshape else x)
+                    out = out[0] if isinstance(out, tuple) else out
+                    out.reshape(big, d).backward(grad.to(out.dtype).reshape(big, d))
+                return step
+
+            def infer(module, inp, reshape=False):
+                def run():
+                    with torch.no_grad(), autocast_for(device):
+                        return module(inp[None] if reshape else inp)
+                return run
+
+            train = {"dense": train_step(dense), "ours": train_step(moe, reshape=True),
+                     "einsum": train_step(einsum)}
+            if hf is not None:
+                train["hf_switch"] = train_step(hf, reshape=True)
+            for module in (dense, moe, einsum, hf):
+                if module is not None:
+                    module.train()
+            fwdbwd = interleaved_medians(train, device, repeats)
+            for module in (dense, packed_dense, moe, einsum, hf):
+                if module is not None:
+                    module.eval()
+            xi = x.detach()
+            x_small = torch.randn(small, d, device=device)
+            forward = {"dense": infer(dense, xi), "dense_prepacked": infer(packed_dense, xi),
+                       "ours": infer(moe, xi, reshape=True), "einsum": infer(einsum, xi)}
+            if hf is not None:
+                forward["hf_switch"] = infer(hf, xi, reshape=True)
+            fwd = interleaved_medians(forward, device, repeats)
+            small_fwd = interleaved_medians(
+                {"dense": infer(dense, x_small), "dense_prepacked": infer(packed_dense, x_small),
+                 "ours": infer(moe, x_small, reshape=True)},
+                device, repeats * 3, calls=20,
+            )
+            run = {"threads": num_threads, "E": num_experts, "fwdbwd_s": fwdbwd, "fwd_s": fwd,
+                   "infer_T250_s": small_fwd}
+            if num_threads == threads[0] and num_experts == 8:
+                run["output_check"] = check_peer_outputs(moe, einsum, hf, xi)
+            results["runs"].append(run)
+            print(f"ffn threads={num_threads} E={num_experts}: fwd+bwd "
+                  + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in fwdbwd.items())
+                  + f"; T=250 ours/dense {small_fwd['ours'] / small_fwd['dense']:.2f}", flush=True)
+    torch.set_num_threads(threads[-1])
+    return results
+
+
+def check_peer_outputs(moe, einsum, hf, x) -> Dict[str, float]:
+    """Max abs difference of the peers' outputs from ours on the same weights and input."""
+    with torch.no_grad():
+        checks = {}
+        ours_cf = MoEFeedForward(moe.router, moe.experts, eval_capacity_factor=1.25).eval()
+        checks["einsum_cf1.25_vs_ours_cf1.25"] = float(
+            (einsum(x) - ours_cf(x[None])[0][0]).abs().max()
+        )
+        if hf is not None:
+            checks["hf_switch_vs_ours"] = float((hf(x[None])[0] - moe(x[None])[0][0]).abs().max())
+        checks["output_scale"] = float(moe(x[None])[0].abs().mean())
+    return checks
+
+
+# ------------------------------------------------------------------------ encoders
+
+
+def build_encoder(kind: str, num_experts: int, size: Dict, device: torch.device):
+    from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
+
+    from espnet_omni.encoder import DenseTransformerEncoder, OmniRouterEncoder
+
+    common = dict(output_size=size["d"], attention_heads=size["heads"], linear_units=size["f"],
+                  num_blocks=size["blocks"], input_layer="conv2d")
+    if kind == "espnet_transformer":
+        encoder = TransformerEncoder(size["idim"], **common)
+    elif kind == "dense_transformer":
+        encoder = DenseTransformerEncoder(size["idim"], **common)
+    else:
+        encoder = OmniRouterEncoder(size["idim"], num_experts=num_experts, **common)
+    return encoder.to(device)
+
+
+def bench_encoder(device: torch.device, repeats: int) -> Dict:
+    """One training step (fwd, CTC loss, bwd, Adam) per encoder on 16 x 10 s of fbank."""
+    from espnet2.asr.ctc import CTC
+
+    size = dict(idim=80, d=256, heads=4, f=1024, blocks=12, vocab=500, batch=16, frames=1000)
+    torch.manual_seed(0)
+    feats = torch.randn(size["batch"], size["frames"], size["idim"], device=device)
+    lengths = torch.full((size["batch"],), size["frames"], device=device)
+    lengths[1::2] = int(size["frames"] * 0.8)  # some padding, as in a real batch
+    target = torch.randint(1, size["vocab"], (size["batch"], 60), device=device)
+    target_lengths = torch.full((size["batch"],), 60, device=device)
+
+    steps = {}
+    params = {}
+    for kind in ("dense_transformer", "omni_router", "espnet_transformer"):
+        encoder = build_encoder(kind, 8, size, device).train()
+        ctc = CTC(size["vocab"], size["d"]).to(device)
+        modules = torch.nn.ModuleList([encoder, ctc])
+        optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4)
+        params[kind] = sum(p.numel() for p in modules.parameters())
+
+        def step(encoder=encoder, ctc=ctc, optimizer=optimizer):
+            with autocast_for(device):
+                out, out_lengths, _ = encoder(feats, lengths)
+            loss = ctc(out.float(), out_lengths, target, target_lengths)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+        steps[kind] = step
+    step_s = interleaved_medians(steps, device, repeats)
+    print("encoder step: " + ", ".join(f"{k} {v:.2f} s" for k, v in step_s.items()), flush=True)
+    return {"size": size, "experts": 8, "threads": torch.get_num_threads(), "params": params,
+            "step_s": step_s}
+
+
+# ------------------------------------------------------------------------ decoding
+
+
+def build_demo_model(name: str, device: torch.device):
+    """The recipe's demo model (untrained weights, 150 tokens, no feature normalisation)."""
+    import yaml
+
+    import espnet_omni  # noqa: F401
+    from espnet2.tasks.asr import ASRTask
+
+    conf = yaml.safe_load((DEMO_CONF / f"train_asr_{name}.yaml").read_text())
+    args = ASRTask.get_parser().parse_args(["--token_list", "none"])
+    vars(args).update(conf)
+    vars(args).update(token_list=[f"t{i}" for i in range(150)], normalize=None, input_size=None,
+                      specaug=None, token_type="char")
+    return ASRTask.build_model(args).to(device).eval()
+
+
+def bench_decode(device: torch.device, repeats: int) -> Dict:
+    """RTF of frontend + encoder + greedy CTC on 16 utterances of 4-10 s: one at a time
+    (ESPnet's asr_inference) and as one padded batch (the recipe's asr_inference_ctc)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    rate = 16000
+    durations = [4.0 + 0.4 * i for i in range(16)]
+    lengths = torch.tensor([int(rate * s) for s in durations], device=device)
+    batch = torch.randn(len(durations), int(lengths.max()), device=device) * 0.1
+    models = {name: build_demo_model(name, device)
+              for name in ("dense_transformer", "switch", "omni_router")}
+
+    def decode(model, batch_size):
+        def run():
+            with torch.no_grad():
+                for start in range(0, len(durations), batch_size):
+                    n = lengths[start:start + batch_size]
+                    speech = batch[start:start + batch_size, : int(n.max())]
+                    model.ctc.argmax(model.encode(speech, n)[0])
+        return run
+
+    audio = sum(durations)
+    rtf = {}
+    for batch_size in (1, 16):
+        seconds = interleaved_medians(
+            {name: decode(model, batch_size) for name, model in models.items()}, device, repeats
+        )
+        rtf[f"batch{batch_size}"] = {name: s / audio for name, s in seconds.items()}
+        print(f"decode RTF, batch {batch_size}: "
+              + ", ".join(f"{k} {v:.4f}" for k, v in rtf[f"batch{batch_size}"].items()), flush=True)
+    return {"audio_s": audio, "threads": 1, "rtf": rtf}
+
+
+# -------------------------------------------------------------------------- memory
+
+
+def saved_activation_bytes(module: torch.nn.Module, fn: Callable[[], torch.Tensor]) -> int:
+    """Bytes of the distinct tensors autograd saves for backward during ``fn()``, parameters
+    (and views of them) and leaf inputs excluded."""
+    weights = {p.untyped_storage().data_ptr() for p in module.parameters()}
+    storages = {}
+
+    def pack(tensor):
+        storage = tensor.untyped_storage()
+        leaf = tensor.requires_grad and tensor.grad_fn is None
+        if not leaf and storage.data_ptr() not in weights:
+            storages[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        fn()
+    return sum(storages.values())
+
+
+class PeakMemory:
+    """Peak memory of a block of code: CUDA's allocator peak, or on CPU (Linux, glibc) the
+    process's resident set high-water mark, reset on entry through /proc/self/clear_refs.
+
+    On CPU, glibc is told to map every block over 64 KiB on its own and freed memory is
+    returned to the system before the block, so the resident set follows live tensors.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cpu":
+            import ctypes
+
+            self.libc = ctypes.CDLL("libc.so.6")
+            self.libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic growth
+
+    def __enter__(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+            self.before = torch.cuda.memory_allocated(self.device)
+        else:
+            self.libc.malloc_trim(0)
+            with open("/proc/self/clear_refs", "w") as refs:
+                refs.write("5")  # reset VmHWM to the current RSS
+            self.before = self._status("VmRSS")
+        return self
+
+    def __exit__(self, *exc):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            self.peak = torch.cuda.max_memory_allocated(self.device)
+        else:
+            self.peak = self._status("VmHWM")
+        self.increase_mb = (self.peak - self.before) / 2**20
+
+    @staticmethod
+    def _status(field: str) -> int:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError(f"/proc/self/status has no {field}")
+
+
+def bench_memory(device: torch.device) -> Dict:
+    d, f, tokens = 256, 1024, 4000
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x = torch.randn(1, tokens, d, device=device, requires_grad=True)
+    dense = FeedForward(d, f).to(device)
+    activations = {"dense": saved_activation_bytes(dense, lambda: dense(x))}
+    for num_experts in (1, 2, 4, 8, 16, 32):
+        layer = moe_layer(d, f, num_experts, device)
+        activations[f"E={num_experts}"] = saved_activation_bytes(layer, lambda: layer(x)[0])
+    einsum = GShardEinsumMoE(moe_layer(d, f, 8, device), 1.25)
+    activations["einsum E=8"] = saved_activation_bytes(einsum, lambda: einsum(x[0]))
+    print("activations (MB): " + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in activations.items()),
+          flush=True)
+
+    # One training step on 16 x 10 s and decoding of one 10 s utterance per demo model.
+    speech = torch.randn(16, 160000, device=device) * 0.1
+    lengths = torch.full((16,), 160000, device=device)
+    text = torch.randint(1, 149, (16, 40), device=device)
+    text_lengths = torch.full((16,), 40, device=device)
+    peaks = {}
+    for name in ("dense_transformer", "switch", "omni_router"):
+        model = build_demo_model(name, device)
+        model.train()
+        with PeakMemory(device) as train:
+            model(speech, lengths, text, text_lengths)[0].backward()
+        model.zero_grad(set_to_none=True)
+        model.eval()
+        with torch.no_grad(), PeakMemory(device) as decode:
+            model.ctc.argmax(model.encode(speech[:1], lengths[:1])[0])
+        peaks[name] = {"train_mb": train.increase_mb, "decode_mb": decode.increase_mb}
+        del model
+    print("peak memory (MB over the built model): "
+          + ", ".join(f"{k} train {v['train_mb']:.0f} decode {v['decode_mb']:.0f}"
+                      for k, v in peaks.items()), flush=True)
+    return {"T": tokens, "d": d, "f": f, "saved_bytes": activations, "peak": peaks}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def figures(results: Dict) -> Dict[str, float]:
+    """The targeted ratios, from the raw results."""
+    out = {}
+    if "ffn" in results:
+        for run in results["ffn"]["runs"]:
+            tag = f"e{run['E']}@{run['threads']}t"
+            out[f"ffn_fwdbwd_{tag}"] = run["fwdbwd_s"]["ours"] / run["fwdbwd_s"]["dense"]
+            out[f"ffn_infer_t250_{tag}"] = run["infer_T250_s"]["ours"] / run["infer_T250_s"]["dense"]
+            out[f"einsum_speedup_{tag}"] = run["fwdbwd_s"]["einsum"] / run["fwdbwd_s"]["ours"]
+    if "encoder" in results:
+        step = results["encoder"]["step_s"]
+        out["encoder_step"] = step["omni_router"] / step["dense_transformer"]
+    if "decode" in results:
+        for batch, rtf in results["decode"]["rtf"].items():
+            out[f"decode_rtf_{batch}"] = rtf["omni_router"] / rtf["dense_transformer"]
+    if "memory" in results:
+        saved = results["memory"]["saved_bytes"]
+        out["activation_growth"] = saved["E=32"] / saved["E=1"]
+    return out
+
+
+def markdown(results: Dict) -> str:
+    lines = [f"Machine: {results['machine']}; torch {results['torch']}; device {results['device']}.", ""]
+    if "ffn" in results:
+        ffn = results["ffn"]
+        lines += [
+            f"**MoE FFN** (d={ffn['d']}, expert f={ffn['f']}, top-1, dropless; T={ffn['T']} "
+            f"tokens unless stated), ms, median of interleaved runs. dense = ESPnet's "
+            f"PositionwiseFeedForward of expert size; dense* = espnet-omni's FeedForward, which "
+            f"like the experts uses prepacked weights in CPU inference; einsum = GShard one-hot "
+            f"dispatch (cf 1.25); HF = transformers' SwitchTransformersSparseMLP. Ratios: ours / "
+            f"dense, except einsum / ours and HF / ours.",
+            "",
+            "| threads | E | fwd+bwd dense | ours | ratio | einsum | ratio | HF | ratio "
+            "| inference dense | dense* | ours | ratio | T=250 dense | dense* | ours | ratio | ours / dense* |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for run in ffn["runs"]:
+            fb, fw, sm = run["fwdbwd_s"], run["fwd_s"], run["infer_T250_s"]
+            hf = (f"{fb['hf_switch'] * 1e3:.1f} | {fb['hf_switch'] / fb['ours']:.1f}x"
+                  if "hf_switch" in fb else "n/a | n/a")
+            lines.append(
+                f"| {run['threads']} | {run['E']} | {fb['dense'] * 1e3:.1f} | {fb['ours'] * 1e3:.1f}"
+                f" | {fb['ours'] / fb['dense']:.2f}x | {fb['einsum'] * 1e3:.0f}"
+                f" | {fb['einsum'] / fb['ours']:.1f}x | {hf} | {fw['dense'] * 1e3:.1f}"
+                f" | {fw['dense_prepacked'] * 1e3:.1f} | {fw['ours'] * 1e3:.1f}"
+                f" | {fw['ours'] / fw['dense']:.2f}x | {sm['dense'] * 1e3:.2f}"
+                f" | {sm['dense_prepacked'] * 1e3:.2f} | {sm['ours'] * 1e3:.2f}"
+                f" | {sm['ours'] / sm['dense']:.2f}x | {sm['ours'] / sm['dense_prepacked']:.2f}x |"
+            )
+        checks = next((r["output_check"] for r in ffn["runs"] if "output_check" in r), {})
+        if checks:
+            lines += ["", "Output check, same weights and input (max abs difference; mean |output| "
+                      f"{checks['output_scale']:.3f}): "
+                      + ", ".join(f"{k} {v:.1e}" for k, v in checks.items() if k != "output_scale")]
+    if "encoder" in results:
+        enc = results["encoder"]
+        size, step = enc["size"], enc["step_s"]
+        lines += ["", f"**Encoder training step** (conv2d front end, d={size['d']}, {size['blocks']} "
+                  f"blocks, FFN {size['f']}, {enc['experts']} experts, CTC {size['vocab']}; batch "
+                  f"{size['batch']} x 10 s; Adam; {enc['threads']} threads):", "",
+                  "| encoder | parameters | s / step | ratio to dense twin |", "| --- | --- | --- | --- |"]
+        for kind, seconds in step.items():
+            lines.append(f"| {kind} | {enc['params'][kind] / 1e6:.1f}M | {seconds:.2f}"
+                         f" | {seconds / step['dense_transformer']:.2f}x |")
+    if "decode" in results:
+        dec = results["decode"]
+        lines += ["", f"**Decoding** (recipe demo models, untrained weights, frontend + encoder + greedy "
+                  f"CTC, {dec['threads']} thread, {dec['audio_s']:.0f} s of audio in 16 utterances), "
+                  "real-time factor:", "", "| batch | " + " | ".join(dec["rtf"]["batch1"]) + " |",
+                  "| --- |" + " --- |" * len(dec["rtf"]["batch1"])]
+        for batch, rtf in dec["rtf"].items():
+            dense_rtf = rtf["dense_transformer"]
+            lines.append(f"| {batch[5:]} | "
+                         + " | ".join(f"{v:.4f} ({v / dense_rtf:.2f}x)" for v in rtf.values()) + " |")
+    if "memory" in results:
+        mem = results["memory"]
+        saved = mem["saved_bytes"]
+        lines += ["", f"**Activation memory** of one FFN layer, T={mem['T']} (MB saved for backward): "
+                  + ", ".join(f"{k} {v / 2**20:.1f}" for k, v in saved.items())]
+        lines += ["", "**Peak memory** above the built demo model, MB (CPU: resident set high-water "
+                  "mark; train = one step on 16 x 10 s, decode = one 10 s utterance): "
+                  + ", ".join(f"{k} train {v['train_mb']:.0f} / decode {v['decode_mb']:.0f}"
+                              for k, v in mem["peak"].items())]
+    got = figures(results)
+    lines += ["", "| target | limit | measured | met |", "| --- | --- | --- | --- |"]
+    for key, (text, limit, kind) in TARGETS.items():
+        # FFN targets are checked at every thread count measured.
+        for name in sorted(k for k in got if k == key or k.startswith(key + "@")):
+            threads = name.partition("@")[2]
+            label = f"{text}, {threads[:-1]} thread(s)" if threads else text
+            met = got[name] <= limit if kind == "max" else got[name] >= limit
+            sign = "<=" if kind == "max" else ">="
+            lines.append(f"| {label} | {sign} {limit} | {got[name]:.2f} | {'yes' if met else 'NO'} |")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=["ffn", "encoder", "decode", "memory"],
+                        choices=["ffn", "encoder", "decode", "memory"])
+    parser.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="CPU threads for the FFN section (encoder: the last)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repetitions")
+    parser.add_argument("--output_dir", type=Path, default=REPO / "benchmarks" / "results")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: no CUDA device is visible")
+
+    results: Dict = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "torch": torch.__version__,
+    }
+    start = time.perf_counter()
+    if "ffn" in args.sections:
+        results["ffn"] = bench_ffn(device, args.threads if device.type == "cpu" else [1], args.repeats)
+    if "encoder" in args.sections:
+        torch.set_num_threads(args.threads[-1])
+        results["encoder"] = bench_encoder(device, max(3, args.repeats // 2))
+    if "decode" in args.sections:
+        results["decode"] = bench_decode(device, max(3, args.repeats // 2))
+    if "memory" in args.sections:
+        results["memory"] = bench_memory(device)
+    results["figures"] = figures(results)
+    results["seconds"] = time.perf_counter() - start
+
+    table = markdown(results)
+    print("\n" + table)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.output_dir / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
+    stem.with_suffix(".md").write_text(table + "\n")
+    print(f"\n{results['seconds']:.0f} s; wrote {stem}.json and {stem}.md")
+
+
+if __name__ == "__main__":
+    main()

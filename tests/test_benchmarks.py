@@ -1,0 +1,44 @@
+"""The benchmark's reference implementations and memory probe (not its timings)."""
+
+import importlib.util
+from pathlib import Path
+
+import torch
+
+from espnet_omni.moe.experts import Experts
+from espnet_omni.moe.layer import MoEFeedForward
+from espnet_omni.moe.router import Router
+
+spec = importlib.util.spec_from_file_location(
+    "benchmarks_run", Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+)
+bench = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(bench)
+
+
+def test_gshard_einsum_reference_equals_our_layer_at_the_same_capacity():
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 32), eval_capacity_factor=1.0).eval()
+    with torch.no_grad():
+        layer.router.weight.mul_(50.0)  # confident, unbalanced routing: some tokens dropped
+        x = torch.randn(64, 16)
+        ours = layer(x[None])[0][0]
+        reference = bench.GShardEinsumMoE(layer, capacity_factor=1.0)(x)
+    dropped = (ours == 0).all(-1)
+    assert dropped.any() and not dropped.all()
+    torch.testing.assert_close(reference, ours)
+
+
+def test_activation_memory_does_not_grow_with_the_number_of_experts():
+    torch.manual_seed(0)
+    x = torch.randn(1, 512, 32, requires_grad=True)
+    saved = {}
+    for num_experts in (1, 16):
+        layer = MoEFeedForward(Router(32, num_experts), Experts(num_experts, 32, 128))
+        saved[num_experts] = bench.saved_activation_bytes(layer, lambda: layer(x)[0])
+    # The hidden activations of all tokens (512 x 128 floats) are saved either way; only the
+    # router's (tokens, E) probabilities grow with E.
+    assert saved[1] > 512 * 128 * 4
+    assert saved[16] - saved[1] <= 512 * 16 * 4
+    einsum = bench.GShardEinsumMoE(MoEFeedForward(Router(32, 16), Experts(16, 32, 128)), 1.25)
+    assert bench.saved_activation_bytes(einsum, lambda: einsum(x[0])) > 2 * saved[16]
