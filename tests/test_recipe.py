@@ -6,9 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -52,8 +54,12 @@ def test_smoke_run_goes_through_every_stage(smoke):
     header = next(line for line in results.splitlines() if line.startswith("| test set"))
     assert header == "| test set | " + " | ".join(MODELS) + " |"
     for model in MODELS:
-        assert (exp / f"asr_{model}" / f"asr_{model}.zip").exists()
+        packed = exp / f"asr_{model}" / f"asr_{model}.zip"
+        with zipfile.ZipFile(packed) as archive:  # the LM travels with each model
+            meta = yaml.safe_load(archive.read("meta.yaml"))
+        assert set(meta["files"]) == {"asr_model_file", "lm_file"}
         assert (exp / f"asr_{model}" / "images" / "loss_ctc.png").exists()
+    assert "decoding: decode_ctc_lm_lm_rnn_valid.cer_ctc.best" in results
     assert "95% CI" in results and "| switch |" in results and "| dense_transformer |" in results
     for test_set in ("test_clean", "test_noise", "test_babble", "test_reverb"):
         assert f"| {test_set}" in results
@@ -64,13 +70,15 @@ def test_rerun_keeps_finished_work_and_resumes_from_a_middle_stage(smoke):
     root, _ = smoke
     exp = root / "smoke" / "exp"
     model = exp / "asr_omni_router" / "valid.cer_ctc.best.pth"
-    before = digest(model)
-    hyps = exp / "asr_omni_router" / "decode_greedy_ctc_valid.cer_ctc.best" / "test_clean" / "text"
+    lm = exp / "lm_rnn" / "valid.loss.best.pth"
+    before, lm_before = digest(model), digest(lm)
+    hyps = exp / "asr_omni_router" / "decode_ctc_lm_lm_rnn_valid.cer_ctc.best" / "test_clean" / "text"
     hyps_before = hyps.read_text()
     results_before = (exp / "RESULTS.md").read_text()
     (exp / "RESULTS.md").unlink()
     run_recipe(root, "--stage", "6", "--stop_stage", "9")
-    assert digest(model) == before  # training found its finished checkpoint: nothing retrained
+    # Training found its finished checkpoints: nothing retrained.
+    assert digest(model) == before and digest(lm) == lm_before
     assert hyps.read_text() == hyps_before
     assert (exp / "RESULTS.md").read_text().split("\n", 3)[3] == results_before.split("\n", 3)[3]
 

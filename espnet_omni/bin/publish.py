@@ -45,7 +45,7 @@ import espnet_omni  # registers the omni_router / switch / dense_transformer enc
 import soundfile
 from espnet2.bin.asr_inference import Speech2Text
 
-speech2text = Speech2Text.from_pretrained("{repo_id}", ctc_weight=1.0, beam_size=1, lm_weight=0.0)
+{decoding}
 speech, rate = soundfile.read("speech.wav")  # 16 kHz mono
 text, *_ = speech2text(speech)[0]
 ```
@@ -60,6 +60,14 @@ text, *_ = speech2text(speech)[0]
 
 {results}
 """
+
+
+DECODING_GREEDY = """# greedy CTC (best path)
+speech2text = Speech2Text.from_pretrained("{repo_id}", ctc_weight=1.0, beam_size=1, lm_weight=0.0)"""
+DECODING_WITH_LM = """# CTC beam search with the packed token LM (the recipe's decoding), or greedy CTC
+speech2text = Speech2Text.from_pretrained("{repo_id}", ctc_weight=1.0, beam_size=5,
+                                          lm_weight=1.5, penalty=0.5)
+# speech2text = Speech2Text.from_pretrained("{repo_id}", ctc_weight=1.0, beam_size=1, lm_weight=0.0)"""
 
 
 def main(cmd=None) -> None:
@@ -80,10 +88,14 @@ def main(cmd=None) -> None:
         shutil.rmtree(folder)
     with zipfile.ZipFile(args.model_zip) as archive:
         archive.extractall(folder)
-    configs = sorted(folder.rglob("config.yaml"))
-    if not configs:
-        sys.exit(f"ERROR: {args.model_zip}: no config.yaml inside")
-    config = yaml.safe_load(configs[0].read_text())
+    meta_file = folder / "meta.yaml"
+    meta = yaml.safe_load(meta_file.read_text()) if meta_file.exists() else None
+    asr_config = (meta or {}).get("yaml_files", {}).get("asr_train_config")
+    if not asr_config or not (folder / asr_config).exists():
+        sys.exit(f"ERROR: {args.model_zip}: no meta.yaml naming an asr_train_config inside "
+                 "(pack it with espnet2.bin.pack asr)")
+    config = yaml.safe_load((folder / asr_config).read_text())
+    has_lm = "lm_file" in meta.get("files", {})
     results = args.results.read_text() if args.results and args.results.exists() else "Not reported."
     (folder / "README.md").write_text(CARD.format(
         repo_id=args.repo_id,
@@ -92,7 +104,8 @@ def main(cmd=None) -> None:
             {"encoder": config.get("encoder"), "encoder_conf": config.get("encoder_conf")}, sort_keys=False
         ).strip(),
         results=results,
-    ))
+        decoding=DECODING_WITH_LM if has_lm else DECODING_GREEDY,
+    ).replace("{repo_id}", args.repo_id))
     if args.dry_run:
         print(f"prepared {folder} (not uploaded)")
         return

@@ -7,8 +7,8 @@
 #   2  validation of every data dir
 #   3  duration filtering of the training and validation sets
 #   4  BPE model and token list
-#   5  feature statistics (collect_stats, nj jobs)
-#   6  training of each model in --models
+#   5  feature statistics (collect_stats, nj jobs), and the LM's token statistics (--use_lm)
+#   6  training of each model in --models, and of the LM (--use_lm)
 #   7  decoding of every test set (inference_nj jobs per set)
 #   8  scoring (sclite when installed, the Python scorer otherwise)
 #   9  results: <expdir>/RESULTS.md with relative WER reductions and bootstrap confidence intervals
@@ -65,6 +65,12 @@ inference_model=valid.cer_ctc.ave.pth
 inference_args=
 focus_model=omni_router
 
+# Language model (shallow fusion in beam_search decoding)
+use_lm=false
+lm_config=conf/train_lm_rnn.yaml
+lm_args=              # extra arguments for LM training
+inference_lm=valid.loss.best.pth
+
 # Packing and upload
 hf_repo_prefix=       # e.g. myname/omni_asr_ -> myname/omni_asr_<model>
 
@@ -80,6 +86,9 @@ Usage: $0 [options]
   --asr_args "..."           extra arguments for training
   --inference_tool T         greedy_ctc or beam_search ($inference_tool)
   --inference_config FILE    beam_search decoding config ($inference_config)
+  --use_lm true|false        train a token LM and fuse it in beam_search decoding ($use_lm)
+  --lm_config FILE           LM training config ($lm_config)
+  --lm_args "..."            extra arguments for LM training
   --train_set X --valid_set Y --test_sets "..."   Kaldi data dirs under <datadir>
   --in_domain_sets "..."     test sets excluded from the out-of-domain average
   --num_train/--num_dev/--num_test N   generated corpus size ($num_train/$num_dev/$num_test)
@@ -105,6 +114,7 @@ if "${smoke}"; then
     datadir=smoke/data; dumpdir=smoke/dump; expdir=smoke/exp; audio_dir=smoke/audio
     asr_config_dir=../../../conf/tiny
     asr_args="--max_epoch 2 ${asr_args}"
+    lm_args="--max_epoch 2 ${lm_args}"
     inference_model=valid.cer_ctc.best.pth
 fi
 
@@ -119,6 +129,17 @@ elif [ "${inference_tool}" = beam_search ]; then
 else
     echo "$0: --inference_tool must be greedy_ctc or beam_search, got '${inference_tool}'" >&2
     exit 1
+fi
+lm_tag=$(basename "${lm_config}" .yaml)
+lm_tag=lm_${lm_tag#train_lm_}
+lm_exp=${expdir}/${lm_tag}
+lm_stats_dir=${expdir}/lm_stats_bpe${nbpe}
+if "${use_lm}"; then
+    if [ "${inference_tool}" != beam_search ]; then
+        echo "$0: --use_lm true needs --inference_tool beam_search (greedy CTC has no LM)" >&2
+        exit 1
+    fi
+    inference_tag=${inference_tag}_${lm_tag}
 fi
 decode_name=decode_${inference_tag}_${inference_model%.pth}
 read -r -a model_list <<< "${models}"
@@ -212,6 +233,29 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     done
     rm -rf "${stats_dir}"
     mv "${work}" "${stats_dir}"
+
+    if "${use_lm}"; then
+        log "Stage 5: LM token statistics in ${lm_stats_dir}"
+        work=${lm_stats_dir}.tmp
+        rm -rf "${work}"
+        mkdir -p "${work}"
+        for dset in "${train_set}" "${valid_set}"; do
+            cut -d' ' -f1 "${dumpdir}/raw/${dset}/text" > "${work}/${dset}.keys"
+        done
+        # shellcheck disable=SC2086
+        ${python} -m espnet2.bin.lm_train --collect_stats true --ngpu 0 --num_workers 0 \
+            --config "${lm_config}" ${token_args} \
+            --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/text,text,text" \
+            --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text" \
+            --train_shape_file "${work}/${train_set}.keys" --valid_shape_file "${work}/${valid_set}.keys" \
+            --output_dir "${work}" > "${work}/stats.log" 2>&1
+        for dset in train valid; do
+            awk -v v="${vocab_size}" '{ print $0 "," v }' "${work}/${dset}/text_shape" \
+                > "${work}/${dset}/text_shape.bpe"
+        done
+        rm -rf "${lm_stats_dir}"
+        mv "${work}" "${lm_stats_dir}"
+    fi
 fi
 
 train_model() {  # <model> <threads>: one ESPnet training run, logged to <exp>/train.log
@@ -230,24 +274,44 @@ train_model() {  # <model> <threads>: one ESPnet training run, logged to <exp>/t
         --resume true --output_dir "${exp}" ${asr_args} > "${exp}/train.log" 2>&1
 }
 
+train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/train.log
+    mkdir -p "${lm_exp}"
+    # shellcheck disable=SC2086
+    OMP_NUM_THREADS=1 ${python} -m espnet2.bin.lm_train --config "${lm_config}" --ngpu "${ngpu}" ${token_args} \
+        --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/text,text,text" \
+        --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text" \
+        --train_shape_file "${lm_stats_dir}/train/text_shape.bpe" \
+        --valid_shape_file "${lm_stats_dir}/valid/text_shape.bpe" \
+        --fold_length 150 --resume true --output_dir "${lm_exp}" ${lm_args} > "${lm_exp}/train.log" 2>&1
+}
+
 if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     # Up to train_jobs models train at once; on CPUs, several single-threaded runs use the
     # cores better than one multi-threaded run of these small models.
     threads=${train_threads}
     [ "${threads}" -gt 0 ] || threads=$(( $(nproc) / $(min "${train_jobs}" "${#model_list[@]}") ))
     [ "${threads}" -gt 0 ] || threads=1
+    runs=()
     for model in "${model_list[@]}"; do
         while [ "$(jobs -rp | wc -l)" -ge "${train_jobs}" ]; do wait -n || true; done
         log "Stage 6: training ${model} -> ${expdir}/asr_${model} (${threads} threads; log: ${expdir}/asr_${model}/train.log)"
         rm -f "${expdir}/asr_${model}/.failed"
         ( train_model "${model}" "${threads}" || touch "${expdir}/asr_${model}/.failed" ) &
+        runs+=("${expdir}/asr_${model}")
     done
+    if "${use_lm}"; then
+        # The small LM trains beside the acoustic models (one thread, about 2 minutes).
+        log "Stage 6: training the LM -> ${lm_exp} (log: ${lm_exp}/train.log)"
+        rm -f "${lm_exp}/.failed"
+        ( train_lm || touch "${lm_exp}/.failed" ) &
+        runs+=("${lm_exp}")
+    fi
     wait
     failed=0
-    for model in "${model_list[@]}"; do
-        if [ -e "${expdir}/asr_${model}/.failed" ]; then
-            echo "ERROR: training ${model} failed; the end of ${expdir}/asr_${model}/train.log:" >&2
-            tail -n 30 "${expdir}/asr_${model}/train.log" >&2
+    for run in "${runs[@]}"; do
+        if [ -e "${run}/.failed" ]; then
+            echo "ERROR: training ${run} failed; the end of ${run}/train.log:" >&2
+            tail -n 30 "${run}/train.log" >&2
             failed=1
         fi
     done
@@ -272,6 +336,9 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             decoder=(-m espnet_omni.bin.asr_inference_ctc --batch_size 16)
         else
             decoder=(-m espnet_omni.bin.asr_inference --batch_size 1 --config "${inference_config}")
+        fi
+        if "${use_lm}"; then
+            decoder+=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
         fi
         # shellcheck disable=SC2086
         run_jobs "${parts}" "${work}/logdir/asr_inference.JOB.log" \
@@ -317,8 +384,12 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     for model in "${model_list[@]}"; do
         exp=${expdir}/asr_${model}
         log "Stage 10: packing ${exp} -> ${exp}/asr_${model}.zip"
+        lm_files=()
+        if "${use_lm}"; then
+            lm_files=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
+        fi
         ${python} -m espnet2.bin.pack asr --asr_train_config "${exp}/config.yaml" \
-            --asr_model_file "${exp}/${inference_model}" \
+            --asr_model_file "${exp}/${inference_model}" "${lm_files[@]}" \
             --option "${token_dir}/bpe.model" --option "${stats_dir}/train/feats_stats.npz" \
             --option "${expdir}/RESULTS.md" --option "${exp}/images" --outpath "${exp}/asr_${model}.zip"
     done

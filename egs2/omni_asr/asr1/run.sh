@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Train the dense twin, Switch and Omni-router CTC models on the generated corpus, decode the
 # in-domain and six out-of-domain test sets, and write RESULTS.md.
-#   ./run.sh                                   # everything (22 min on 2 CPU cores)
+#   ./run.sh                                   # everything (about 28 min on 2 CPU cores)
 #   ./run.sh --smoke true                      # every stage on a tiny corpus (minutes)
 #   ./run.sh --stage 6 --stop_stage 9          # resume from training
 set -euo pipefail
@@ -18,5 +18,7 @@ test_sets="test_clean test_accent test_variant test_rate test_noise test_babble 
     --models "dense_transformer switch omni_router" \
     --train_jobs 3 \
     --asr_config_dir conf \
-    --inference_tool greedy_ctc \
+    --use_lm true \
+    --inference_tool beam_search \
+    --inference_config conf/decode_ctc_lm.yaml \
     "$@"
