@@ -14,6 +14,7 @@ has the same layout whatever device trained it. Two ways to run them:
   data-dependent shapes; capacity limits are applied by masking).
 """
 
+import functools
 from typing import List, Optional
 
 import torch
@@ -79,10 +80,14 @@ class FeedForward(torch.nn.Module):
 
 def grouped_gemm_supported(device: torch.device) -> bool:
     """Whether ``grouped_mm`` has bfloat16 kernels on ``device`` (CUDA, compute capability 8+)."""
+    return device.type == "cuda" and _cuda_grouped_gemm(device.index)
+
+
+@functools.lru_cache(maxsize=None)
+def _cuda_grouped_gemm(index: Optional[int]) -> bool:
     return (
-        device.type == "cuda"
-        and hasattr(torch.nn.functional, "grouped_mm")
-        and torch.cuda.get_device_capability(device)[0] >= 8
+        hasattr(torch.nn.functional, "grouped_mm")
+        and torch.cuda.get_device_capability(index)[0] >= 8
     )
 
 
@@ -112,8 +117,9 @@ class Experts(torch.nn.Module):
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"num_experts must be >= 1, got {num_experts}")
-        if grouped_gemm and (input_size % 8 or hidden_units % 8):
-            # bfloat16 grouped GEMM kernels need 16-byte aligned rows.
+        # bfloat16 grouped GEMM kernels need 16-byte aligned rows.
+        self.aligned = input_size % 8 == 0 and hidden_units % 8 == 0
+        if grouped_gemm and not self.aligned:
             raise ValueError(
                 f"grouped_gemm needs output_size and expert_units divisible by 8, got "
                 f"{input_size} and {hidden_units}"
@@ -132,11 +138,7 @@ class Experts(torch.nn.Module):
     def uses_grouped_gemm(self, x: torch.Tensor) -> bool:
         """Whether a forward on ``x`` takes the grouped path."""
         if self.grouped_gemm is None:
-            return (
-                grouped_gemm_supported(x.device)
-                and self.experts[0].w_1.in_features % 8 == 0
-                and self.experts[0].w_1.out_features % 8 == 0
-            )
+            return self.aligned and grouped_gemm_supported(x.device)
         return self.grouped_gemm
 
     def forward(

@@ -203,6 +203,14 @@ fi
 token_args="--token_type bpe --bpemodel ${token_dir}/bpe.model --token_list ${token_dir}/tokens.txt \
 --non_linguistic_symbols none --cleaner none --g2p none --use_preprocessor true"
 
+bpe_shapes() {  # <stats_dir>: text_shape.bpe (lengths + vocabulary size) for train and valid
+    local vocab_size dset
+    vocab_size=$(wc -l < "${token_dir}/tokens.txt")
+    for dset in train valid; do
+        awk -v v="${vocab_size}" '{ print $0 "," v }' "$1/${dset}/text_shape" > "$1/${dset}/text_shape.bpe"
+    done
+}
+
 if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     log "Stage 5: feature statistics in ${stats_dir} (${nj} jobs)"
     first_config=$(config_of "${model_list[0]}")
@@ -226,11 +234,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     stats_inputs=()
     for n in $(seq 1 "${n_train}"); do stats_inputs+=(--input_dir "${work}/logdir/stats.${n}"); done
     ${python} -m espnet2.bin.aggregate_stats_dirs "${stats_inputs[@]}" --output_dir "${work}"
-    vocab_size=$(wc -l < "${token_dir}/tokens.txt")
-    for dset in train valid; do
-        awk -v v="${vocab_size}" '{ print $0 "," v }' "${work}/${dset}/text_shape" \
-            > "${work}/${dset}/text_shape.bpe"
-    done
+    bpe_shapes "${work}"
     rm -rf "${stats_dir}"
     mv "${work}" "${stats_dir}"
 
@@ -249,10 +253,7 @@ if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text" \
             --train_shape_file "${work}/${train_set}.keys" --valid_shape_file "${work}/${valid_set}.keys" \
             --output_dir "${work}" > "${work}/stats.log" 2>&1
-        for dset in train valid; do
-            awk -v v="${vocab_size}" '{ print $0 "," v }' "${work}/${dset}/text_shape" \
-                > "${work}/${dset}/text_shape.bpe"
-        done
+        bpe_shapes "${work}"
         rm -rf "${lm_stats_dir}"
         mv "${work}" "${lm_stats_dir}"
     fi
