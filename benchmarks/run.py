@@ -221,11 +221,13 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
             if hf is not None:
                 forward["hf_switch"] = infer(hf, xi, reshape=True)
             fwd = interleaved_medians(forward, device, repeats)
-            small_fwd = interleaved_medians(
-                {"dense": infer(dense, x_small), "dense_prepacked": infer(packed_dense, x_small),
-                 "ours": infer(moe, x_small, reshape=True)},
-                device, repeats * 3, calls=20,
-            )
+            small_candidates = {
+                "dense": infer(dense, x_small), "dense_prepacked": infer(packed_dense, x_small),
+                "ours": infer(moe, x_small, reshape=True),
+            }
+            if device.type == "cpu":
+                small_candidates["ours_expert_gemms"] = expert_gemms_only(moe, x_small)
+            small_fwd = interleaved_medians(small_candidates, device, repeats * 3, calls=20)
             run = {"threads": num_threads, "E": num_experts, "fwdbwd_s": fwdbwd, "fwd_s": fwd,
                    "infer_T250_s": small_fwd}
             if num_threads == threads[0] and num_experts == 8:
@@ -236,6 +238,19 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
                   + f"; T=250 ours/dense {small_fwd['ours'] / small_fwd['dense']:.2f}", flush=True)
     torch.set_num_threads(threads[-1])
     return results
+
+
+def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], object]:
+    """The layer's expert FFNs alone (CPU inference path) on token slices already grouped as
+    its router groups ``x``: what is left of the layer without routing and dispatch."""
+    with torch.no_grad():
+        counts = layer.router(x).expert_index.view(-1).bincount(minlength=layer.experts.num_experts)
+    chunks = x.split(counts.tolist())
+
+    def run():
+        with torch.no_grad():
+            return [expert(chunk) for expert, chunk in zip(layer.experts.experts, chunks)]
+    return run
 
 
 def check_peer_outputs(moe, einsum, hf, x) -> Dict[str, float]:
@@ -494,13 +509,15 @@ def markdown(results: Dict) -> str:
             f"**MoE FFN** (d={ffn['d']}, expert f={ffn['f']}, top-1, dropless; T={ffn['T']} "
             f"tokens unless stated), ms, median of interleaved runs. dense = ESPnet's "
             f"PositionwiseFeedForward of expert size; dense* = espnet-omni's FeedForward, which "
-            f"like the experts uses prepacked weights in CPU inference; einsum = GShard one-hot "
+            f"like the experts runs CPU inference on weights laid out once; GEMMs = the experts' FFNs "
+            f"alone on tokens already grouped (T=250); einsum = GShard one-hot "
             f"dispatch (cf 1.25); HF = transformers' SwitchTransformersSparseMLP. Ratios: ours / "
             f"dense, except einsum / ours and HF / ours.",
             "",
             "| threads | E | fwd+bwd dense | ours | ratio | einsum | ratio | HF | ratio "
-            "| inference dense | dense* | ours | ratio | T=250 dense | dense* | ours | ratio | ours / dense* |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            "| inference dense | dense* | ours | ratio | T=250 dense | dense* | ours | ratio | ours / dense* "
+            "| GEMMs | GEMMs / dense |",
+            "|" + " --- |" * 20,
         ]
         for run in ffn["runs"]:
             fb, fw, sm = run["fwdbwd_s"], run["fwd_s"], run["infer_T250_s"]
@@ -513,7 +530,9 @@ def markdown(results: Dict) -> str:
                 f" | {fw['dense_prepacked'] * 1e3:.1f} | {fw['ours'] * 1e3:.1f}"
                 f" | {fw['ours'] / fw['dense']:.2f}x | {sm['dense'] * 1e3:.2f}"
                 f" | {sm['dense_prepacked'] * 1e3:.2f} | {sm['ours'] * 1e3:.2f}"
-                f" | {sm['ours'] / sm['dense']:.2f}x | {sm['ours'] / sm['dense_prepacked']:.2f}x |"
+                f" | {sm['ours'] / sm['dense']:.2f}x | {sm['ours'] / sm['dense_prepacked']:.2f}x"
+                + (f" | {sm['ours_expert_gemms'] * 1e3:.2f} | {sm['ours_expert_gemms'] / sm['dense']:.2f}x |"
+                   if "ours_expert_gemms" in sm else " | n/a | n/a |")
             )
         checks = next((r["output_check"] for r in ffn["runs"] if "output_check" in r), {})
         if checks:
@@ -562,6 +581,26 @@ def markdown(results: Dict) -> str:
     return "\n".join(lines)
 
 
+def steady_cpu_allocator() -> bool:
+    """Fix glibc's mmap and trim thresholds for the timed sections (Linux, glibc only).
+
+    By default glibc maps large blocks on their own, unmaps them when freed and moves its
+    mmap threshold as the process runs, so the same dense FFN took 2.9 ms or 4-5 ms per call
+    depending on what was allocated before. With fixed thresholds freed buffers are reused
+    (as jemalloc and tcmalloc do, which PyTorch's CPU tuning guide recommends) and every
+    candidate runs under the same, repeatable allocator. Returns whether it applied.
+    """
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return False
+    trim = libc.mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
+    mmap = libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD (glibc's maximum)
+    return bool(trim and mmap)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sections", nargs="+", default=["ffn", "encoder", "decode", "memory"],
@@ -581,6 +620,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__,
+        "steady_allocator": device.type == "cpu" and steady_cpu_allocator(),
     }
     start = time.perf_counter()
     if "ffn" in args.sections:
@@ -589,7 +629,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         torch.set_num_threads(args.threads[-1])
         results["encoder"] = bench_encoder(device, max(3, args.repeats // 2))
     if "decode" in args.sections:
-        results["decode"] = bench_decode(device, max(3, args.repeats // 2))
+        results["decode"] = bench_decode(device, args.repeats)
     if "memory" in args.sections:
         results["memory"] = bench_memory(device)
     results["figures"] = figures(results)

@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from espnet_omni.analysis.routing_stats import decision_nmi, routing_health
-from espnet_omni.moe import prepacked
 from espnet_omni.moe.experts import Experts, FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
 from espnet_omni.moe.losses import expert_load, load_balancing_loss, router_z_loss
@@ -81,6 +80,26 @@ def test_dropless_dispatch_matches_per_token_reference(top_k):
     torch.testing.assert_close(out, naive_moe(x, experts, routing.expert_index, routing.gate))
 
 
+@pytest.mark.parametrize("top_k,renormalize", [(1, False), (2, False), (2, True)])
+def test_router_outputs_follow_the_linear_softmax_topk_definition(top_k, renormalize):
+    torch.manual_seed(0)
+    router = Router(16, 8, top_k=top_k, renormalize=renormalize)
+    torch.nn.init.normal_(router.weight)  # spread logits so the top-k order is unambiguous
+    x = torch.randn(30, 16)
+    out = router(x)
+    logits = x @ router.weight.t()
+    probs = logits.softmax(-1)
+    gate, index = probs.topk(top_k, dim=-1)
+    if renormalize:
+        gate = gate / gate.sum(-1, keepdim=True)
+    assert out.logits.shape == out.probs.shape == (30, 8)
+    assert out.expert_index.shape == out.gate.shape == (30, top_k)
+    torch.testing.assert_close(out.logits, logits)
+    torch.testing.assert_close(out.probs, probs)
+    assert torch.equal(out.expert_index, index)
+    torch.testing.assert_close(out.gate, gate)
+
+
 def test_top1_gate_is_raw_probability_and_router_learns_from_task_loss():
     torch.manual_seed(0)
     router, experts = Router(8, 4), Experts(4, 8, 16)
@@ -98,6 +117,21 @@ def test_router_runs_in_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         out = router(x.bfloat16())
     assert out.logits.dtype == out.probs.dtype == out.gate.dtype == torch.float32
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_layer_under_cpu_autocast_matches_float32(top_k):
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4, top_k=top_k), Experts(4, 16, 32))
+    x = torch.randn(2, 10, 16)
+    mask = torch.ones(2, 10, dtype=torch.bool)
+    mask[1, 7:] = False
+    reference, _ = layer(x, mask)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = layer(x, mask)
+    assert out.dtype == torch.float32
+    assert (out[1, 7:] == 0).all()
+    torch.testing.assert_close(out, reference, atol=0.05, rtol=0.05)
 
 
 def test_jitter_only_in_training_and_out_of_place():
@@ -232,7 +266,6 @@ def test_grouped_gemm_needs_aligned_sizes():
         Experts(4, 12, 32, grouped_gemm=True)
 
 
-@pytest.mark.skipif(not prepacked.AVAILABLE, reason="this torch build has no oneDNN")
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 def test_prepacked_inference_matches_and_follows_weight_updates(activation):
     torch.manual_seed(0)
@@ -254,6 +287,31 @@ def test_prepacked_inference_matches_and_follows_weight_updates(activation):
     ff.train()  # training mode keeps dropout: never the packed path
     with torch.no_grad():
         assert not torch.equal(ff(x), ff(x))
+
+
+@pytest.mark.parametrize(
+    "top_k,capacity,activation",
+    [(1, None, "relu"), (2, None, "relu"), (1, 0.6, "gelu"), (2, 0.6, "relu")],
+)
+def test_cpu_inference_path_matches_autograd_path(top_k, capacity, activation):
+    torch.manual_seed(0)
+    layer = MoEFeedForward(
+        Router(16, 6, top_k=top_k), Experts(6, 16, 32, activation_type=activation),
+        eval_capacity_factor=capacity,
+    ).eval()
+    x = torch.randn(3, 7, 16)
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 5, 2])[:, None]
+    with torch.enable_grad():
+        reference, _ = layer(x, mask)  # the router's weight requires grad: the autograd path
+    assert all(getattr(e.w_1, "_prepacked", None) is None for e in layer.experts.experts)
+    with torch.no_grad():
+        out, _ = layer(x, mask)
+    assert any(getattr(e.w_1, "_prepacked", None) is not None for e in layer.experts.experts)
+    torch.testing.assert_close(out, reference)
+    assert torch.equal(out[~mask], torch.zeros_like(out[~mask]))
+    if capacity is not None:
+        dropped = (reference == 0).all(-1) & mask
+        assert dropped.any() and torch.equal(dropped, (out == 0).all(-1) & mask)
 
 
 def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():

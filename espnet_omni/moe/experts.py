@@ -7,7 +7,9 @@ has the same layout whatever device trained it. Two ways to run them:
   expert, run through their expert and scattered back. Compared with slicing one stacked
   (E, d, f) parameter in a Python loop, backward writes no full-size zero gradient per slice;
   compared with a one-hot (tokens x experts x capacity) dispatch tensor it costs O(T), not
-  O(T^2). The split sizes are read on the host, which is free on CPU.
+  O(T^2). The split sizes are read on the host, which is free on CPU. In float32 CPU
+  inference each expert writes its rows of one buffer with weights laid out once
+  (prepacked.py), and the result is gathered back to token order.
 * grouped (the CUDA default on GPUs with bfloat16 grouped GEMMs): the same sorted tokens go
   through two ``torch.nn.functional.grouped_mm`` calls in bfloat16 with per-expert offsets kept
   on the device, so the hot path has no host synchronisation (no ``.tolist()``, no
@@ -69,13 +71,22 @@ class FeedForward(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., d)."""
         if can_use_prepacked(self, x):
-            # CPU inference: weights packed once (see prepacked.py); dropout is off in eval.
-            if isinstance(self.activation, torch.nn.ReLU):
-                hidden = prepacked_linear(self.w_1, x, relu=True)
-            else:
-                hidden = self.activation(prepacked_linear(self.w_1, x))
-            return prepacked_linear(self.w_2, hidden)
+            return self.prepacked_forward(x)
         return self.w_2(self.dropout(self.activation(self.w_1(x))))
+
+    def prepacked_forward(
+        self, x: torch.Tensor, out: Optional[torch.Tensor] = None
+    ) -> torch.Tensor:
+        """``forward`` for CPU inference, with the weights laid out once (see prepacked.py).
+
+        x: (..., d) -> (..., d), written into ``out`` (contiguous, x's shape) when given. The
+        caller checks ``can_use_prepacked``; dropout is off in inference.
+        """
+        if isinstance(self.activation, torch.nn.ReLU):
+            hidden = prepacked_linear(self.w_1, x, relu=True)
+        else:
+            hidden = self.activation(prepacked_linear(self.w_1, x))
+        return prepacked_linear(self.w_2, hidden, out=out)
 
 
 def grouped_gemm_supported(device: torch.device) -> bool:
@@ -175,11 +186,10 @@ class Experts(torch.nn.Module):
         if capacity_factor is not None:
             flat_expert = self._drop_over_capacity(flat_expert, capacity_factor)
         sorted_expert, order = flat_expert.sort(stable=True)
-        token = order // top_k if top_k > 1 else order
-        flat_gate = gate.reshape(-1)[order]
         if self.uses_grouped_gemm(x):
-            return self._grouped(x, token, sorted_expert, flat_gate)
-        return self._looped(x, token, sorted_expert, flat_gate)
+            token = order // top_k if top_k > 1 else order
+            return self._grouped(x, token, sorted_expert, gate.reshape(-1).index_select(0, order))
+        return self._looped(x, order, sorted_expert, gate)
 
     def _drop_over_capacity(
         self, flat_expert: torch.Tensor, capacity_factor: float
@@ -211,22 +221,65 @@ class Experts(torch.nn.Module):
     def _looped(
         self,
         x: torch.Tensor,
-        token: torch.Tensor,
+        order: torch.Tensor,
         sorted_expert: torch.Tensor,
         gate: torch.Tensor,
     ) -> torch.Tensor:
-        """One FeedForward call per expert on its contiguous slice of the sorted tokens."""
-        split_sizes: List[int] = self._counts(sorted_expert).tolist()
-        served = sum(split_sizes)
-        token = token[:served]
-        routed = x.index_select(0, token)
+        """One FeedForward call per expert on its contiguous slice of the sorted tokens.
+
+        order: (N*k,) assignments sorted by expert (sentinel E last); sorted_expert: their
+        experts; gate: (N, k) as given to ``forward``.
+        """
+        top_k = gate.size(-1)
+        # One op for all counts (the split sizes are read on the host anyway): at inference
+        # sizes every small op's fixed cost shows.
+        counts: List[int] = torch.bincount(sorted_expert, minlength=self.num_experts + 1).tolist()
+        split_sizes, unserved = counts[:-1], counts[-1]
+        if can_use_prepacked(self, x):
+            return self._looped_inference(x, order, split_sizes, gate)
+        if unserved:
+            order = order[:-unserved]
+        token = order // top_k if top_k > 1 else order
         # Every expert runs, also on an empty slice, so idle experts get zero gradients
         # (DDP then needs no find_unused_parameters).
-        outputs = [
-            expert(chunk)
-            for expert, chunk in zip(self.experts, routed.split(split_sizes, dim=0))
-        ]
-        combined = torch.cat(outputs, dim=0) * gate[:served].unsqueeze(-1).to(x.dtype)
+        chunks = x.index_select(0, token).split(split_sizes, dim=0)
+        combined = torch.cat([expert(chunk) for expert, chunk in zip(self.experts, chunks)], dim=0)
+        if top_k == 1:
+            # One assignment per token: scatter first, then gate in token order (no gather).
+            # The experts' dtype (bfloat16 under autocast) for the scatter, x's for the result.
+            out = combined.new_zeros(x.shape).index_add_(0, token, combined)
+            return out * gate.to(x.dtype)
+        combined = combined * gate.reshape(-1).index_select(0, order).unsqueeze(-1).to(x.dtype)
+        return x.new_zeros(x.shape).index_add_(0, token, combined)
+
+    def _looped_inference(
+        self, x: torch.Tensor, order: torch.Tensor, split_sizes: List[int], gate: torch.Tensor
+    ) -> torch.Tensor:
+        """``_looped`` for CPU inference (float32, no autograd), with fewer and cheaper ops:
+        each expert writes its rows of one buffer in sorted order, and with top-1 the result
+        is a gather of that buffer (index_select is about 3x as fast as a scatter here).
+
+        order: (N*k,) all assignments sorted by expert, unserved ones (padding, dropped) last.
+        """
+        top_k = gate.size(-1)
+        served = sum(split_sizes)
+        token = order[:served] // top_k if top_k > 1 else order[:served]
+        routed = x.index_select(0, token)
+        combined = x.new_empty(order.numel(), x.size(-1))
+        combined[served:].zero_()  # the unserved assignments' rows
+        start = 0
+        for expert, size in zip(self.experts, split_sizes):
+            if size:
+                rows = slice(start, start + size)
+                expert.prepacked_forward(routed[rows], out=combined[rows])
+                start += size
+        if top_k == 1:
+            # Position of each token in the sorted buffer: the inverse permutation of order.
+            positions = torch.arange(order.numel(), device=order.device)
+            rank = torch.empty_like(order).scatter_(0, order, positions)
+            return combined.index_select(0, rank).mul_(gate)
+        served_gate = gate.reshape(-1).index_select(0, order[:served]).unsqueeze(-1)
+        combined = combined[:served].mul_(served_gate)
         return x.new_zeros(x.shape).index_add_(0, token, combined)
 
     def _grouped(

