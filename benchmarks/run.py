@@ -394,6 +394,16 @@ def saved_activation_bytes(module: torch.nn.Module, fn: Callable[[], torch.Tenso
     return sum(storages.values())
 
 
+def glibc():
+    """The C library for its allocator controls (Linux, glibc), or None where there is none."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL("libc.so.6")
+    except OSError:
+        return None
+
+
 class PeakMemory:
     """Peak memory of a block of code: CUDA's allocator peak, or on CPU (Linux, glibc) the
     process's resident set high-water mark, reset on entry through /proc/self/clear_refs.
@@ -405,9 +415,9 @@ class PeakMemory:
     def __init__(self, device: torch.device):
         self.device = device
         if device.type == "cpu":
-            import ctypes
-
-            self.libc = ctypes.CDLL("libc.so.6")
+            self.libc = glibc()
+            if self.libc is None:
+                raise RuntimeError("peak CPU memory is measured through glibc (Linux only)")
             self.libc.mallopt(-3, 64 * 1024)  # M_MMAP_THRESHOLD: fixed, no dynamic growth
 
     def __enter__(self):
@@ -590,11 +600,8 @@ def steady_cpu_allocator() -> bool:
     (as jemalloc and tcmalloc do, which PyTorch's CPU tuning guide recommends) and every
     candidate runs under the same, repeatable allocator. Returns whether it applied.
     """
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:
+    libc = glibc()
+    if libc is None:
         return False
     trim = libc.mallopt(-1, 256 * 2**20)  # M_TRIM_THRESHOLD
     mmap = libc.mallopt(-3, 32 * 2**20)  # M_MMAP_THRESHOLD (glibc's maximum)
