@@ -44,6 +44,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import ( 
 )
 from espnet_omni.moe.experts import Experts, FeedForward  # noqa: E402
 from espnet_omni.moe.layer import MoEFeedForward  # noqa: E402
+from espnet_omni.moe.prepacked import stacked_expert_weights  # noqa: E402
 from espnet_omni.moe.router import Router  # noqa: E402
 
 DEMO_CONF = REPO / "egs2" / "omni_asr" / "asr1" / "conf"
@@ -241,15 +242,19 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
 
 
 def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], object]:
-    """The layer's expert FFNs alone (CPU inference path) on token slices already grouped as
-    its router groups ``x``: what is left of the layer without routing and dispatch."""
+    """The two grouped GEMMs of the layer's CPU inference path (weights stacked once) on
+    tokens already sorted as its router sorts ``x``: the layer without routing, dispatch,
+    biases and activation."""
     with torch.no_grad():
-        counts = layer.router(x).expert_index.view(-1).bincount(minlength=layer.experts.num_experts)
-    chunks = x.split(counts.tolist())
+        expert_index = layer.router(x).expert_index.view(-1)
+        counts = expert_index.bincount(minlength=layer.experts.num_experts)
+        x_sorted = x.index_select(0, expert_index.sort(stable=True).indices)
+    offsets = counts.cumsum(0, dtype=torch.int32)
+    w_1, _, w_2, _ = stacked_expert_weights(layer.experts.experts)
 
     def run():
-        with torch.no_grad():
-            return [expert(chunk) for expert, chunk in zip(layer.experts.experts, chunks)]
+        hidden = torch.nn.functional.grouped_mm(x_sorted, w_1, offs=offsets)
+        return torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
     return run
 
 
@@ -519,8 +524,8 @@ def markdown(results: Dict) -> str:
             f"**MoE FFN** (d={ffn['d']}, expert f={ffn['f']}, top-1, dropless; T={ffn['T']} "
             f"tokens unless stated), ms, median of interleaved runs. dense = ESPnet's "
             f"PositionwiseFeedForward of expert size; dense* = espnet-omni's FeedForward, which "
-            f"like the experts runs CPU inference on weights laid out once; GEMMs = the experts' FFNs "
-            f"alone on tokens already grouped (T=250); einsum = GShard one-hot "
+            f"like the experts runs CPU inference on weights laid out once; GEMMs = the experts' two "
+            f"grouped GEMMs alone on tokens already sorted (T=250); einsum = GShard one-hot "
             f"dispatch (cf 1.25); HF = transformers' SwitchTransformersSparseMLP. Ratios: ours / "
             f"dense, except einsum / ours and HF / ours.",
             "",

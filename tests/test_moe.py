@@ -290,28 +290,57 @@ def test_prepacked_inference_matches_and_follows_weight_updates(activation):
 
 
 @pytest.mark.parametrize(
-    "top_k,capacity,activation",
-    [(1, None, "relu"), (2, None, "relu"), (1, 0.6, "gelu"), (2, 0.6, "relu")],
+    "top_k,capacity,activation,size",
+    [(1, None, "relu", 16), (2, None, "relu", 16), (1, 0.6, "gelu", 16), (2, 0.6, "relu", 16),
+     (1, 0.6, "relu", 10), (2, None, "gelu", 10)],
 )
-def test_cpu_inference_path_matches_autograd_path(top_k, capacity, activation):
+def test_cpu_inference_path_matches_autograd_path(top_k, capacity, activation, size):
+    # size 16: all experts in two grouped_mm calls on stacked weights; size 10 (rows not
+    # 16-byte aligned for grouped_mm): one prepacked FFN call per expert.
     torch.manual_seed(0)
     layer = MoEFeedForward(
-        Router(16, 6, top_k=top_k), Experts(6, 16, 32, activation_type=activation),
+        Router(size, 6, top_k=top_k), Experts(6, size, 2 * size, activation_type=activation),
         eval_capacity_factor=capacity,
     ).eval()
-    x = torch.randn(3, 7, 16)
+    experts = layer.experts.experts
+    x = torch.randn(3, 7, size)
     mask = torch.arange(7)[None, :] < torch.tensor([7, 5, 2])[:, None]
     with torch.enable_grad():
         reference, _ = layer(x, mask)  # the router's weight requires grad: the autograd path
-    assert all(getattr(e.w_1, "_prepacked", None) is None for e in layer.experts.experts)
+    assert "_stacked_weights" not in experts.__dict__
+    assert all(getattr(e.w_1, "_prepacked", None) is None for e in experts)
     with torch.no_grad():
         out, _ = layer(x, mask)
-    assert any(getattr(e.w_1, "_prepacked", None) is not None for e in layer.experts.experts)
+    if size % 4 == 0:
+        assert "_stacked_weights" in experts.__dict__
+    else:
+        assert any(getattr(e.w_1, "_prepacked", None) is not None for e in experts)
     torch.testing.assert_close(out, reference)
     assert torch.equal(out[~mask], torch.zeros_like(out[~mask]))
     if capacity is not None:
         dropped = (reference == 0).all(-1) & mask
         assert dropped.any() and torch.equal(dropped, (out == 0).all(-1) & mask)
+
+
+def test_stacked_inference_weights_follow_updates_and_stay_out_of_the_state_dict():
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(8, 4), Experts(4, 8, 16)).eval()
+    x = torch.randn(2, 9, 8)
+
+    def reference():
+        with torch.enable_grad():
+            return layer(x)[0]
+
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], reference())
+        layer.experts.experts[2].w_2.bias.add_(1.0)  # in place: the version counter changes
+        torch.testing.assert_close(layer(x)[0], reference())
+        layer.experts.experts[1].w_1.weight.mul_(-3.0)
+        torch.testing.assert_close(layer(x)[0], reference())
+    layer.load_state_dict(MoEFeedForward(Router(8, 4), Experts(4, 8, 16)).state_dict())
+    with torch.no_grad():
+        torch.testing.assert_close(layer(x)[0], reference())
+    assert not any("stacked" in name for name in layer.state_dict())
 
 
 def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():

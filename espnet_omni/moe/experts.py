@@ -1,15 +1,17 @@
 """Feed-forward experts and their dispatch.
 
 The E experts are separate ``FeedForward`` modules (separate weight tensors), so a checkpoint
-has the same layout whatever device trained it. Two ways to run them:
+has the same layout whatever device trained it. Three ways to run them:
 
 * looped (the CPU default): tokens are sorted by expert, split into one contiguous slice per
   expert, run through their expert and scattered back. Compared with slicing one stacked
   (E, d, f) parameter in a Python loop, backward writes no full-size zero gradient per slice;
   compared with a one-hot (tokens x experts x capacity) dispatch tensor it costs O(T), not
-  O(T^2). The split sizes are read on the host, which is free on CPU. In float32 CPU
-  inference each expert writes its rows of one buffer with weights laid out once
-  (prepacked.py), and the result is gathered back to token order.
+  O(T^2). The split sizes are read on the host, which is free on CPU.
+* stacked (float32 CPU inference, the default there): the same sorted tokens go through two
+  float32 ``grouped_mm`` calls on all experts' weights stacked once in (E, in, out) order
+  (prepacked.py), which loop over the experts in C++, and the result is gathered back to
+  token order.
 * grouped (the CUDA default on GPUs with bfloat16 grouped GEMMs): the same sorted tokens go
   through two ``torch.nn.functional.grouped_mm`` calls in bfloat16 with per-expert offsets kept
   on the device, so the hot path has no host synchronisation (no ``.tolist()``, no
@@ -21,7 +23,12 @@ from typing import List, Optional
 
 import torch
 
-from espnet_omni.moe.prepacked import can_use_prepacked, prepacked_linear
+from espnet_omni.moe.prepacked import (
+    can_use_prepacked,
+    grouped_mm_takes,
+    prepacked_linear,
+    stacked_expert_weights,
+)
 
 ACTIVATIONS = {
     "relu": torch.nn.ReLU,
@@ -74,19 +81,17 @@ class FeedForward(torch.nn.Module):
             return self.prepacked_forward(x)
         return self.w_2(self.dropout(self.activation(self.w_1(x))))
 
-    def prepacked_forward(
-        self, x: torch.Tensor, out: Optional[torch.Tensor] = None
-    ) -> torch.Tensor:
+    def prepacked_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` for CPU inference, with the weights laid out once (see prepacked.py).
 
-        x: (..., d) -> (..., d), written into ``out`` (contiguous, x's shape) when given. The
-        caller checks ``can_use_prepacked``; dropout is off in inference.
+        x: (..., d) -> (..., d). The caller checks ``can_use_prepacked``; dropout is off in
+        inference.
         """
         if isinstance(self.activation, torch.nn.ReLU):
             hidden = prepacked_linear(self.w_1, x, relu=True)
         else:
             hidden = self.activation(prepacked_linear(self.w_1, x))
-        return prepacked_linear(self.w_2, hidden, out=out)
+        return prepacked_linear(self.w_2, hidden)
 
 
 def grouped_gemm_supported(device: torch.device) -> bool:
@@ -141,6 +146,7 @@ class Experts(torch.nn.Module):
             for _ in range(num_experts)
         )
         self.grouped_gemm = grouped_gemm
+        self.stacked_inference = grouped_mm_takes(input_size, hidden_units)
 
     @property
     def num_experts(self) -> int:
@@ -189,6 +195,8 @@ class Experts(torch.nn.Module):
         if self.uses_grouped_gemm(x):
             token = order // top_k if top_k > 1 else order
             return self._grouped(x, token, sorted_expert, gate.reshape(-1).index_select(0, order))
+        if self.stacked_inference and can_use_prepacked(self, x):
+            return self._stacked_inference(x, order, sorted_expert, gate)
         return self._looped(x, order, sorted_expert, gate)
 
     def _drop_over_capacity(
@@ -235,8 +243,6 @@ class Experts(torch.nn.Module):
         # sizes every small op's fixed cost shows.
         counts: List[int] = torch.bincount(sorted_expert, minlength=self.num_experts + 1).tolist()
         split_sizes, unserved = counts[:-1], counts[-1]
-        if can_use_prepacked(self, x):
-            return self._looped_inference(x, order, split_sizes, gate)
         if unserved:
             order = order[:-unserved]
         token = order // top_k if top_k > 1 else order
@@ -252,34 +258,42 @@ class Experts(torch.nn.Module):
         combined = combined * gate.reshape(-1).index_select(0, order).unsqueeze(-1).to(x.dtype)
         return x.new_zeros(x.shape).index_add_(0, token, combined)
 
-    def _looped_inference(
-        self, x: torch.Tensor, order: torch.Tensor, split_sizes: List[int], gate: torch.Tensor
+    def _stacked_inference(
+        self, x: torch.Tensor, order: torch.Tensor, sorted_expert: torch.Tensor, gate: torch.Tensor
     ) -> torch.Tensor:
-        """``_looped`` for CPU inference (float32, no autograd), with fewer and cheaper ops:
-        each expert writes its rows of one buffer in sorted order, and with top-1 the result
-        is a gather of that buffer (index_select is about 3x as fast as a scatter here).
+        """All experts in two float32 ``grouped_mm`` calls on weights stacked once (CPU
+        inference): one C++ loop over the experts instead of a Python one, and with top-1 the
+        result is a gather (index_select is about 3x as fast as a scatter here).
 
-        order: (N*k,) all assignments sorted by expert, unserved ones (padding, dropped) last.
+        order: (N*k,) all assignments sorted by expert, unserved ones (padding, dropped) last,
+        where ``grouped_mm`` leaves their rows undefined; sorted_expert: their experts (E for
+        unserved); gate: (N, k) as given to ``forward``.
         """
+        num_experts = self.num_experts
         top_k = gate.size(-1)
-        served = sum(split_sizes)
-        token = order[:served] // top_k if top_k > 1 else order[:served]
-        routed = x.index_select(0, token)
-        combined = x.new_empty(order.numel(), x.size(-1))
-        combined[served:].zero_()  # the unserved assignments' rows
-        start = 0
-        for expert, size in zip(self.experts, split_sizes):
-            if size:
-                rows = slice(start, start + size)
-                expert.prepacked_forward(routed[rows], out=combined[rows])
-                start += size
+        w_1, b_1, w_2, b_2 = stacked_expert_weights(self.experts)
+        counts = torch.bincount(sorted_expert, minlength=num_experts + 1)
+        offsets = counts[:-1].cumsum(0, dtype=torch.int32)
+        token = order // top_k if top_k > 1 else order
+        first = self.experts[0]
+        # The biases' zero row E serves the sentinel expert.
+        hidden = torch.nn.functional.grouped_mm(x.index_select(0, token), w_1, offs=offsets)
+        hidden = hidden.add_(b_1.index_select(0, sorted_expert))
+        if isinstance(first.activation, torch.nn.ReLU):
+            hidden = hidden.relu_()
+        else:
+            hidden = first.activation(hidden)
+        combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
+        combined = combined.add_(b_2.index_select(0, sorted_expert))
+        unserved = int(counts[-1])
+        if unserved:
+            combined[-unserved:].zero_()
         if top_k == 1:
-            # Position of each token in the sorted buffer: the inverse permutation of order.
+            # Position of each token in the sorted rows: the inverse permutation of order.
             positions = torch.arange(order.numel(), device=order.device)
             rank = torch.empty_like(order).scatter_(0, order, positions)
             return combined.index_select(0, rank).mul_(gate)
-        served_gate = gate.reshape(-1).index_select(0, order[:served]).unsqueeze(-1)
-        combined = combined[:served].mul_(served_gate)
+        combined = combined.mul_(gate.reshape(-1).index_select(0, order).unsqueeze(-1))
         return x.new_zeros(x.shape).index_add_(0, token, combined)
 
     def _grouped(
@@ -314,3 +328,4 @@ class Experts(torch.nn.Module):
         out = grouped_linear(first.dropout(first.activation(hidden)), "w_2")
         combined = out.float() * torch.where(served.squeeze(-1), gate, 0.0).unsqueeze(-1)
         return x.new_zeros(x.shape).index_add_(0, token, combined.to(x.dtype))
+
