@@ -198,8 +198,10 @@ class MoETransformerEncoder(AbsEncoder):
         router_jitter: multiplicative router-input noise in training (0 = off).
         router_renormalize: with top_k > 1, rescale the k gates to sum to 1.
         grouped_gemm: run the experts as bfloat16 grouped GEMMs without host synchronisation
-            (true), one GEMM pair per expert (false), or by device (null: grouped on CUDA
-            GPUs of compute capability 8+, looped elsewhere).
+            in the dispatch (true), one GEMM pair per expert (false), or by device (null:
+            grouped on CUDA GPUs of compute capability 8+, looped elsewhere). torch fuses
+            ``grouped_mm`` into one kernel on compute capability 9.0 and 10.0 only; on 8.x it
+            loops over the experts after copying the offsets to the host.
         stack_frames: group size of ``input_layer: stack``.
 
     After each forward, :attr:`routing` holds the RouterOutput of every MoE block, in block

@@ -14,8 +14,10 @@ has the same layout whatever device trained it. Three ways to run them:
   token order.
 * grouped (the CUDA default on GPUs with bfloat16 grouped GEMMs): the same sorted tokens go
   through two ``torch.nn.functional.grouped_mm`` calls in bfloat16 with per-expert offsets kept
-  on the device, so the hot path has no host synchronisation (no ``.tolist()``, no
-  data-dependent shapes; capacity limits are applied by masking).
+  on the device, so the dispatch has no host synchronisation (no ``.tolist()``, no
+  data-dependent shapes; capacity limits are applied by masking). torch runs grouped_mm as
+  one fused kernel on compute capability 9.0 and 10.0; on 8.x its fallback copies the offsets
+  to the host and loops over the experts.
 """
 
 import functools
