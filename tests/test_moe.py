@@ -207,6 +207,32 @@ def test_every_expert_gets_a_gradient_zero_when_idle():
             assert (p.grad.abs().sum() > 0) == (e < 2)
 
 
+@pytest.mark.parametrize("top_k,padding", [(1, False), (1, True), (2, True)])
+def test_looped_dispatch_gradients_pass_gradcheck(top_k, padding):
+    """The training path's dispatch against finite differences, for the input, the gates and
+    every expert parameter; expert 3 gets no token."""
+    torch.manual_seed(0)
+    experts = Experts(4, 4, 6).double()
+    names = [name for name, _ in experts.named_parameters()]
+    index = torch.stack([torch.arange(9) % 3, (torch.arange(9) + 1) % 3], -1)[:, :top_k]
+    mask = torch.arange(9) < 6 if padding else None
+    x = torch.randn(9, 4, dtype=torch.float64, requires_grad=True)
+    gate = torch.rand(9, top_k, dtype=torch.float64, requires_grad=True)
+
+    def run(x, gate, *params):
+        return torch.func.functional_call(
+            experts, dict(zip(names, params)), (x, index, gate, mask)
+        )
+
+    params = tuple(p.detach().requires_grad_() for p in experts.parameters())
+    assert torch.autograd.gradcheck(run, (x, gate, *params))
+    out = run(x, gate, *params)
+    if padding:
+        assert torch.equal(out[6:], torch.zeros_like(out[6:]))
+    out.sum().backward()
+    assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in params[12:16])  # expert 3
+
+
 def bf16_exact(module):
     """Round a module's parameters to bfloat16 values, so bf16 GEMMs see them exactly."""
     with torch.no_grad():
