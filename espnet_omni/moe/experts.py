@@ -89,11 +89,13 @@ class FeedForward(torch.nn.Module):
         x: (..., d) -> (..., d). The caller checks ``can_use_prepacked``; dropout is off in
         inference.
         """
+        return prepacked_linear(self.w_2, self.inference_activation(prepacked_linear(self.w_1, x)))
+
+    def inference_activation(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The activation without autograd: ReLU in place (its input is a fresh GEMM output)."""
         if isinstance(self.activation, torch.nn.ReLU):
-            hidden = prepacked_linear(self.w_1, x, relu=True)
-        else:
-            hidden = self.activation(prepacked_linear(self.w_1, x))
-        return prepacked_linear(self.w_2, hidden)
+            return hidden.relu_()
+        return self.activation(hidden)
 
 
 def grouped_gemm_supported(device: torch.device) -> bool:
@@ -241,8 +243,7 @@ class Experts(torch.nn.Module):
         experts; gate: (N, k) as given to ``forward``.
         """
         top_k = gate.size(-1)
-        # One op for all counts (the split sizes are read on the host anyway): at inference
-        # sizes every small op's fixed cost shows.
+        # One op for all counts: the split sizes are read on the host anyway.
         counts: List[int] = torch.bincount(sorted_expert, minlength=self.num_experts + 1).tolist()
         split_sizes, unserved = counts[:-1], counts[-1]
         if unserved:
@@ -277,14 +278,11 @@ class Experts(torch.nn.Module):
         counts = torch.bincount(sorted_expert, minlength=num_experts + 1)
         offsets = counts[:-1].cumsum(0, dtype=torch.int32)
         token = order // top_k if top_k > 1 else order
-        first = self.experts[0]
         # The biases' zero row E serves the sentinel expert.
         hidden = torch.nn.functional.grouped_mm(x.index_select(0, token), w_1, offs=offsets)
-        hidden = hidden.add_(b_1.index_select(0, sorted_expert))
-        if isinstance(first.activation, torch.nn.ReLU):
-            hidden = hidden.relu_()
-        else:
-            hidden = first.activation(hidden)
+        hidden = self.experts[0].inference_activation(
+            hidden.add_(b_1.index_select(0, sorted_expert))
+        )
         combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
         combined = combined.add_(b_2.index_select(0, sorted_expert))
         unserved = int(counts[-1])
@@ -330,4 +328,3 @@ class Experts(torch.nn.Module):
         out = grouped_linear(first.dropout(first.activation(hidden)), "w_2")
         combined = out.float() * torch.where(served.squeeze(-1), gate, 0.0).unsqueeze(-1)
         return x.new_zeros(x.shape).index_add_(0, token, combined.to(x.dtype))
-

@@ -36,8 +36,8 @@ def can_use_prepacked(module: torch.nn.Module, x: torch.Tensor) -> bool:
     )
 
 
-def prepacked_linear(linear: torch.nn.Linear, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
-    """``linear(x)`` (then ReLU if ``relu``) with the weight transposed once.
+def prepacked_linear(linear: torch.nn.Linear, x: torch.Tensor) -> torch.Tensor:
+    """``linear(x)`` with the weight transposed once.
 
     x: (..., in) -> (..., out_features).
     """
@@ -53,8 +53,6 @@ def prepacked_linear(linear: torch.nn.Linear, x: torch.Tensor, relu: bool = Fals
         result = torch.mm(rows, weight_t)
     else:
         result = torch.addmm(linear.bias, rows, weight_t)
-    if relu:
-        result = result.relu_()
     return result.view(*x.shape[:-1], weight_t.size(1))
 
 
