@@ -242,15 +242,16 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
 
 
 def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], object]:
-    """The two grouped GEMMs of the layer's CPU inference path (weights stacked once) on
-    tokens already sorted as its router sorts ``x``: the layer without routing, dispatch,
-    biases and activation."""
+    """The two grouped GEMMs of the layer's CPU inference path (weights stacked once, biases
+    folded in) on tokens already sorted and padded as that path sorts and pads ``x``: the
+    layer without routing, dispatch and activation."""
+    w_1, w_2 = stacked_expert_weights(layer.experts.experts)
     with torch.no_grad():
         expert_index = layer.router(x).expert_index.view(-1)
         counts = expert_index.bincount(minlength=layer.experts.num_experts)
-        x_sorted = x.index_select(0, expert_index.sort(stable=True).indices)
+        x_ones = torch.nn.functional.pad(x, (0, w_1.size(1) - x.size(1)), value=1.0)
+        x_sorted = x_ones.index_select(0, expert_index.sort(stable=True).indices)
     offsets = counts.cumsum(0, dtype=torch.int32)
-    w_1, _, w_2, _ = stacked_expert_weights(layer.experts.experts)
 
     def run():
         hidden = torch.nn.functional.grouped_mm(x_sorted, w_1, offs=offsets)

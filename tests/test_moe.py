@@ -318,11 +318,12 @@ def test_prepacked_inference_matches_and_follows_weight_updates(activation):
 @pytest.mark.parametrize(
     "top_k,capacity,activation,size",
     [(1, None, "relu", 16), (2, None, "relu", 16), (1, 0.6, "gelu", 16), (2, 0.6, "relu", 16),
-     (1, 0.6, "relu", 10), (2, None, "gelu", 10)],
+     (1, None, "swish", 12), (2, None, "tanh", 16), (1, 0.6, "relu", 10), (2, None, "gelu", 10)],
 )
 def test_cpu_inference_path_matches_autograd_path(top_k, capacity, activation, size):
-    # size 16: all experts in two grouped_mm calls on stacked weights; size 10 (rows not
-    # 16-byte aligned for grouped_mm): one prepacked FFN call per expert.
+    # sizes 12 and 16: all experts in two grouped_mm calls on stacked weights with the biases
+    # folded in (nonzero biases: nn.Linear's initialisation); size 10 (rows not 16-byte
+    # aligned for grouped_mm): one prepacked FFN call per expert.
     torch.manual_seed(0)
     layer = MoEFeedForward(
         Router(size, 6, top_k=top_k), Experts(6, size, 2 * size, activation_type=activation),

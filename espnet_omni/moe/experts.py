@@ -8,10 +8,10 @@ has the same layout whatever device trained it. Three ways to run them:
   (E, d, f) parameter in a Python loop, backward writes no full-size zero gradient per slice;
   compared with a one-hot (tokens x experts x capacity) dispatch tensor it costs O(T), not
   O(T^2). The split sizes are read on the host, which is free on CPU.
-* stacked (float32 CPU inference, the default there): the same sorted tokens go through two
-  float32 ``grouped_mm`` calls on all experts' weights stacked once in (E, in, out) order
-  (prepacked.py), which loop over the experts in C++, and the result is gathered back to
-  token order.
+* stacked (float32 CPU inference, the default there): the same sorted tokens, padded with a
+  column of ones, go through two float32 ``grouped_mm`` calls on all experts' weights
+  stacked once in (E, in, out) order with the biases as an extra row (prepacked.py); they
+  loop over the experts in C++, and the result is gathered back to token order.
 * grouped (the CUDA default on GPUs with bfloat16 grouped GEMMs): the same sorted tokens go
   through two ``torch.nn.functional.grouped_mm`` calls in bfloat16 with per-expert offsets kept
   on the device, so the dispatch has no host synchronisation (no ``.tolist()``, no
@@ -264,9 +264,10 @@ class Experts(torch.nn.Module):
     def _stacked_inference(
         self, x: torch.Tensor, order: torch.Tensor, sorted_expert: torch.Tensor, gate: torch.Tensor
     ) -> torch.Tensor:
-        """All experts in two float32 ``grouped_mm`` calls on weights stacked once (CPU
-        inference): one C++ loop over the experts instead of a Python one, and with top-1 the
-        result is a gather (index_select is about 3x as fast as a scatter here).
+        """All experts in two float32 ``grouped_mm`` calls on weights stacked once with the
+        biases folded in (CPU inference): one C++ loop over the experts instead of a Python
+        one, no separate bias add, and with top-1 the result is a gather (index_select is
+        about 3x as fast as a scatter here).
 
         order: (N*k,) all assignments sorted by expert, unserved ones (padding, dropped) last,
         where ``grouped_mm`` leaves their rows undefined; sorted_expert: their experts (E for
@@ -274,18 +275,17 @@ class Experts(torch.nn.Module):
         """
         num_experts = self.num_experts
         top_k = gate.size(-1)
-        w_1, b_1, w_2, b_2 = stacked_expert_weights(self.experts)
-        counts = torch.bincount(sorted_expert, minlength=num_experts + 1)
-        offsets = counts[:-1].cumsum(0, dtype=torch.int32)
+        w_1, w_2 = stacked_expert_weights(self.experts)
+        # Rows up to offsets[e] belong to experts <= e; unserved rows come after offsets[-1].
+        expert_ends = torch.arange(1, num_experts + 1, device=x.device)
+        offsets = torch.searchsorted(sorted_expert, expert_ends, out_int32=True)
         token = order // top_k if top_k > 1 else order
-        # The biases' zero row E serves the sentinel expert.
-        hidden = torch.nn.functional.grouped_mm(x.index_select(0, token), w_1, offs=offsets)
-        hidden = self.experts[0].inference_activation(
-            hidden.add_(b_1.index_select(0, sorted_expert))
-        )
+        # Padded with ones: the stacked weights' bias rows then add the biases in the GEMMs.
+        x_ones = torch.nn.functional.pad(x, (0, w_1.size(1) - x.size(1)), value=1.0)
+        hidden = torch.nn.functional.grouped_mm(x_ones.index_select(0, token), w_1, offs=offsets)
+        hidden = self.experts[0].inference_activation(hidden)
         combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
-        combined = combined.add_(b_2.index_select(0, sorted_expert))
-        unserved = int(counts[-1])
+        unserved = order.numel() - int(offsets[-1])
         if unserved:
             combined[-unserved:].zero_()
         if top_k == 1:
