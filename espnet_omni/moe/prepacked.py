@@ -16,7 +16,8 @@ inference the weights do not change, so they are copied once into (in, out) orde
   with a Python loop of prepacked experts, one thread; 1.69-1.87x against 2.06-2.17x with two).
   The biases are folded in as an extra weight row, met by a column of ones in the input, so
   the GEMMs add them: no per-row bias gather and add (the layer then took 1.39-1.53x the
-  dense FFN against 1.48-1.58x, one thread, four runs; 1.65-1.66x against 1.65-1.76x with two).
+  dense FFN against 1.48-1.58x, one thread, three runs; 1.65-1.66x against 1.65-1.76x with
+  two, two runs).
 
 The copies are plain attributes: not part of the state dict, never saved, and rebuilt when a
 weight is replaced (load_state_dict into a new tensor, ``.to()``) or modified in place (its
