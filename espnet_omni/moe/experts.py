@@ -28,6 +28,7 @@ import torch
 from espnet_omni.moe.prepacked import (
     can_use_prepacked,
     grouped_mm_takes,
+    pad_with_ones,
     prepacked_linear,
     stacked_expert_weights,
 )
@@ -281,7 +282,7 @@ class Experts(torch.nn.Module):
         offsets = torch.searchsorted(sorted_expert, expert_ends, out_int32=True)
         token = order // top_k if top_k > 1 else order
         # Padded with ones: the stacked weights' bias rows then add the biases in the GEMMs.
-        x_ones = torch.nn.functional.pad(x, (0, w_1.size(1) - x.size(1)), value=1.0)
+        x_ones = pad_with_ones(x, w_1)
         hidden = torch.nn.functional.grouped_mm(x_ones.index_select(0, token), w_1, offs=offsets)
         hidden = self.experts[0].inference_activation(hidden)
         combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)

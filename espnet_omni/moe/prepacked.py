@@ -74,6 +74,12 @@ def _with_ones_column(size: int) -> int:
     return (size // 8 + 1) * 8
 
 
+def pad_with_ones(x: torch.Tensor, w_1: torch.Tensor) -> torch.Tensor:
+    """x (N, in) padded with ones to (N, in'), the input width of a stacked w_1 from
+    ``stacked_expert_weights``, whose bias row the first one-column meets."""
+    return torch.nn.functional.pad(x, (0, w_1.size(1) - x.size(1)), value=1.0)
+
+
 def stacked_expert_weights(experts: torch.nn.ModuleList) -> Tuple[torch.Tensor, torch.Tensor]:
     """The experts' two linear layers stacked for ``grouped_mm`` with their biases folded in,
     laid out once.
