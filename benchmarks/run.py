@@ -6,8 +6,9 @@
 
 Every time is the median of interleaved repetitions (A, B, C, A, B, C, ...), and every ratio
 divides two medians of the same run, so slow phases of a shared machine hit all candidates
-alike. Prints a markdown table and writes it with all raw figures to
-``benchmarks/results/<date>.{md,json}``.
+alike. Beside each targeted ratio the table gives the quartiles of that ratio taken round by
+round, which show how far a single round swings. Prints a markdown table and writes it with all
+raw figures (per-round times included) to ``benchmarks/results/<date>.{md,json}``.
 
 Sections:
   ffn      the MoE FFN (dropless, sort by expert) vs a dense FFN of expert size, vs the
@@ -32,7 +33,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
@@ -71,14 +72,15 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def interleaved_medians(
+def interleaved_times(
     candidates: Dict[str, Callable[[], object]],
     device: torch.device,
     repeats: int,
     calls: int = 1,
     warmup: int = 1,
-) -> Dict[str, float]:
-    """Median seconds per call of each candidate, run in turn ``repeats`` times."""
+) -> Dict[str, List[float]]:
+    """Seconds per call of each candidate in each of ``repeats`` rounds; one round runs every
+    candidate in turn (A, B, C, A, B, C, ...)."""
     for fn in candidates.values():
         for _ in range(warmup):
             fn()
@@ -91,6 +93,10 @@ def interleaved_medians(
                 fn()
             synchronize(device)
             times[name].append((time.perf_counter() - start) / calls)
+    return times
+
+
+def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -211,7 +217,7 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
             for module in (dense, moe, einsum, hf):
                 if module is not None:
                     module.train()
-            fwdbwd = interleaved_medians(train, device, repeats)
+            fwdbwd_rounds = interleaved_times(train, device, repeats)
             for module in (dense, packed_dense, moe, einsum, hf):
                 if module is not None:
                     module.eval()
@@ -221,16 +227,18 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
                        "ours": infer(moe, xi, reshape=True), "einsum": infer(einsum, xi)}
             if hf is not None:
                 forward["hf_switch"] = infer(hf, xi, reshape=True)
-            fwd = interleaved_medians(forward, device, repeats)
+            fwd = medians(interleaved_times(forward, device, repeats))
             small_candidates = {
                 "dense": infer(dense, x_small), "dense_prepacked": infer(packed_dense, x_small),
                 "ours": infer(moe, x_small, reshape=True),
             }
             if device.type == "cpu":
                 small_candidates["ours_expert_gemms"] = expert_gemms_only(moe, x_small)
-            small_fwd = interleaved_medians(small_candidates, device, repeats * 3, calls=20)
+            small_rounds = interleaved_times(small_candidates, device, repeats * 3, calls=20)
+            fwdbwd, small_fwd = medians(fwdbwd_rounds), medians(small_rounds)
             run = {"threads": num_threads, "E": num_experts, "fwdbwd_s": fwdbwd, "fwd_s": fwd,
-                   "infer_T250_s": small_fwd}
+                   "infer_T250_s": small_fwd, "fwdbwd_rounds_s": fwdbwd_rounds,
+                   "infer_T250_rounds_s": small_rounds}
             if num_threads == threads[0] and num_experts == 8:
                 run["output_check"] = check_peer_outputs(moe, einsum, hf, xi)
             results["runs"].append(run)
@@ -321,10 +329,11 @@ def bench_encoder(device: torch.device, repeats: int) -> Dict:
             optimizer.step()
 
         steps[kind] = step
-    step_s = interleaved_medians(steps, device, repeats)
+    step_rounds = interleaved_times(steps, device, repeats)
+    step_s = medians(step_rounds)
     print("encoder step: " + ", ".join(f"{k} {v:.2f} s" for k, v in step_s.items()), flush=True)
     return {"size": size, "experts": 8, "threads": torch.get_num_threads(), "params": params,
-            "step_s": step_s}
+            "step_s": step_s, "step_rounds_s": step_rounds}
 
 
 # ------------------------------------------------------------------------ decoding
@@ -367,15 +376,16 @@ def bench_decode(device: torch.device, repeats: int) -> Dict:
         return run
 
     audio = sum(durations)
-    rtf = {}
+    rtf, rounds = {}, {}
     for batch_size in (1, 16):
-        seconds = interleaved_medians(
+        seconds = interleaved_times(
             {name: decode(model, batch_size) for name, model in models.items()}, device, repeats
         )
-        rtf[f"batch{batch_size}"] = {name: s / audio for name, s in seconds.items()}
+        rounds[f"batch{batch_size}"] = seconds
+        rtf[f"batch{batch_size}"] = {name: s / audio for name, s in medians(seconds).items()}
         print(f"decode RTF, batch {batch_size}: "
               + ", ".join(f"{k} {v:.4f}" for k, v in rtf[f"batch{batch_size}"].items()), flush=True)
-    return {"audio_s": audio, "threads": 1, "rtf": rtf}
+    return {"audio_s": audio, "threads": 1, "rtf": rtf, "rounds_s": rounds}
 
 
 # -------------------------------------------------------------------------- memory
@@ -495,25 +505,41 @@ def bench_memory(device: torch.device) -> Dict:
 # --------------------------------------------------------------------------- report
 
 
-def figures(results: Dict) -> Dict[str, float]:
-    """The targeted ratios, from the raw results."""
+def ratio_inputs(results: Dict) -> Dict[str, Tuple[List[float], List[float]]]:
+    """Each targeted ratio as (numerator, denominator): per-round times of the two candidates
+    (one value each for memory)."""
     out = {}
     if "ffn" in results:
         for run in results["ffn"]["runs"]:
             tag = f"e{run['E']}@{run['threads']}t"
-            out[f"ffn_fwdbwd_{tag}"] = run["fwdbwd_s"]["ours"] / run["fwdbwd_s"]["dense"]
-            out[f"ffn_infer_t250_{tag}"] = run["infer_T250_s"]["ours"] / run["infer_T250_s"]["dense"]
-            out[f"einsum_speedup_{tag}"] = run["fwdbwd_s"]["einsum"] / run["fwdbwd_s"]["ours"]
+            train, small = run["fwdbwd_rounds_s"], run["infer_T250_rounds_s"]
+            out[f"ffn_fwdbwd_{tag}"] = (train["ours"], train["dense"])
+            out[f"ffn_infer_t250_{tag}"] = (small["ours"], small["dense"])
+            out[f"einsum_speedup_{tag}"] = (train["einsum"], train["ours"])
     if "encoder" in results:
-        step = results["encoder"]["step_s"]
-        out["encoder_step"] = step["omni_router"] / step["dense_transformer"]
+        step = results["encoder"]["step_rounds_s"]
+        out["encoder_step"] = (step["omni_router"], step["dense_transformer"])
     if "decode" in results:
-        for batch, rtf in results["decode"]["rtf"].items():
-            out[f"decode_rtf_{batch}"] = rtf["omni_router"] / rtf["dense_transformer"]
+        for batch, seconds in results["decode"]["rounds_s"].items():
+            out[f"decode_rtf_{batch}"] = (seconds["omni_router"], seconds["dense_transformer"])
     if "memory" in results:
         saved = results["memory"]["saved_bytes"]
-        out["activation_growth"] = saved["E=32"] / saved["E=1"]
+        out["activation_growth"] = ([saved["E=32"]], [saved["E=1"]])
     return out
+
+
+def figures(results: Dict) -> Dict[str, float]:
+    """The targeted ratios: one median divided by the other, both from the same run."""
+    return {name: statistics.median(num) / statistics.median(den)
+            for name, (num, den) in ratio_inputs(results).items()}
+
+
+def round_quartiles(results: Dict) -> Dict[str, Tuple[float, float]]:
+    """First and third quartiles of each targeted ratio taken round by round (the two
+    candidates timed back to back), where there are at least five rounds: how far one
+    round's verdict swings on a shared machine."""
+    return {name: tuple(statistics.quantiles([a / b for a, b in zip(num, den)], n=4)[::2])
+            for name, (num, den) in ratio_inputs(results).items() if len(num) >= 5}
 
 
 def markdown(results: Dict) -> str:
@@ -583,8 +609,10 @@ def markdown(results: Dict) -> str:
                   "mark; train = one step on 16 x 10 s, decode = one 10 s utterance): "
                   + ", ".join(f"{k} train {v['train_mb']:.0f} / decode {v['decode_mb']:.0f}"
                               for k, v in mem["peak"].items())]
-    got = figures(results)
-    lines += ["", "| target | limit | measured | met |", "| --- | --- | --- | --- |"]
+    got, quartiles = figures(results), round_quartiles(results)
+    lines += ["", "Targets: measured = ratio of the two medians; rounds = quartiles of the same "
+              "ratio taken round by round (both candidates timed back to back).", "",
+              "| target | limit | measured | rounds | met |", "| --- | --- | --- | --- | --- |"]
     for key, (text, limit, kind) in TARGETS.items():
         # FFN targets are checked at every thread count measured.
         for name in sorted(k for k in got if k == key or k.startswith(key + "@")):
@@ -592,7 +620,9 @@ def markdown(results: Dict) -> str:
             label = f"{text}, {threads[:-1]} thread(s)" if threads else text
             met = got[name] <= limit if kind == "max" else got[name] >= limit
             sign = "<=" if kind == "max" else ">="
-            lines.append(f"| {label} | {sign} {limit} | {got[name]:.2f} | {'yes' if met else 'NO'} |")
+            spread = "{:.2f}-{:.2f}".format(*quartiles[name]) if name in quartiles else "n/a"
+            lines.append(f"| {label} | {sign} {limit} | {got[name]:.2f} | {spread}"
+                         f" | {'yes' if met else 'NO'} |")
     return "\n".join(lines)
 
 
@@ -645,6 +675,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     if "memory" in args.sections:
         results["memory"] = bench_memory(device)
     results["figures"] = figures(results)
+    results["round_quartiles"] = round_quartiles(results)
     results["seconds"] = time.perf_counter() - start
 
     table = markdown(results)
