@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from espnet_omni.analysis.routing_stats import decision_nmi, routing_health
+from espnet_omni.moe import fused_experts
 from espnet_omni.moe.experts import Experts, FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
 from espnet_omni.moe.losses import expert_load, load_balancing_loss, router_z_loss
@@ -231,6 +232,99 @@ def test_looped_dispatch_gradients_pass_gradcheck(top_k, padding):
         assert torch.equal(out[6:], torch.zeros_like(out[6:]))
     out.sum().backward()
     assert all(torch.equal(p.grad, torch.zeros_like(p)) for p in params[12:16])  # expert 3
+
+
+def autograd_nodes(tensor):
+    """Type names of the autograd graph's nodes behind ``tensor``."""
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+@pytest.mark.parametrize("activation", ["relu", "gelu", "swish", "tanh"])
+@pytest.mark.parametrize("top_k,capacity", [(1, None), (1, 0.7), (2, None), ("dense", None)])
+def test_fused_training_path_matches_the_modules(activation, top_k, capacity, monkeypatch):
+    """Training through fused_experts (hand-written backward) against the same layer run
+    through its FeedForward modules: outputs and every gradient, with padding; "dense" is one
+    FeedForward, as in the dense twin."""
+    torch.manual_seed(0)
+    if top_k == "dense":
+        layer = FeedForward(8, 16, activation_type=activation)
+    else:
+        layer = MoEFeedForward(
+            Router(8, 4, top_k=top_k),
+            Experts(4, 8, 16, activation_type=activation),
+            capacity_factor=capacity,
+        )
+    x = torch.randn(3, 7, 8)
+    mask = torch.arange(7)[None, :] < torch.tensor([7, 5, 2])[:, None]
+    grad = torch.linspace(-1, 1, x.numel()).view_as(x)
+
+    def run():
+        xi = x.clone().requires_grad_()
+        layer.zero_grad(set_to_none=True)
+        y = layer(xi) if top_k == "dense" else layer(xi, mask)[0]
+        nodes = autograd_nodes(y)
+        y.backward(grad)
+        return [y, xi.grad] + [p.grad for p in layer.parameters()], nodes
+
+    fused, nodes = run()
+    assert "_ExpertsOnSortedRowsBackward" in nodes
+    monkeypatch.setattr(fused_experts, "applies", lambda activation, x: False)
+    modules, nodes = run()
+    assert "_ExpertsOnSortedRowsBackward" not in nodes
+    for got, want in zip(fused, modules):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    if top_k != "dense":
+        assert torch.equal(fused[0][~mask], torch.zeros_like(fused[0][~mask]))
+
+
+def test_fused_dropout_drops_with_probability_p_and_rescales():
+    """With identity weights and positive inputs the FFN's output is dropout(x)."""
+    torch.manual_seed(0)
+    ff = FeedForward(64, 64, dropout_rate=0.3).train()
+    with torch.no_grad():
+        for linear in (ff.w_1, ff.w_2):
+            linear.weight.copy_(torch.eye(64))
+            linear.bias.zero_()
+    x = (torch.rand(500, 64) + 0.5).requires_grad_()
+    y = ff(x)
+    kept = y != 0
+    assert abs(1 - kept.float().mean().item() - 0.3) < 0.01
+    torch.testing.assert_close(y[kept], x[kept] / 0.7)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(x.grad, kept.float() / 0.7)  # the same mask in backward
+    assert not torch.equal(ff(x) != 0, kept)  # a fresh mask on every call
+    ff.eval()
+    torch.testing.assert_close(ff(x), x)
+
+
+def test_fused_dropout_gradients_pass_gradcheck():
+    """The hand-written backward with dropout (the same mask on every call) against finite
+    differences."""
+    torch.manual_seed(0)
+    experts = Experts(3, 4, 6, dropout_rate=0.5, activation_type="gelu").double().train()
+    names = [name for name, _ in experts.named_parameters()]
+    index = (torch.arange(8) % 3)[:, None]
+    x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
+    gate = torch.rand(8, 1, dtype=torch.float64, requires_grad=True)
+
+    def run(x, gate, *params):
+        torch.manual_seed(0)
+        return torch.func.functional_call(experts, dict(zip(names, params)), (x, index, gate))
+
+    params = tuple(p.detach().requires_grad_() for p in experts.parameters())
+    with torch.no_grad():
+        no_dropout = experts.eval()(x, index, gate)
+    experts.train()
+    assert not torch.allclose(run(x, gate, *params), no_dropout)  # dropout was applied
+    assert torch.autograd.gradcheck(run, (x, gate, *params))
 
 
 def bf16_exact(module):

@@ -7,7 +7,10 @@ has the same layout whatever device trained it. Three ways to run them:
   expert, run through their expert and scattered back. Compared with slicing one stacked
   (E, d, f) parameter in a Python loop, backward writes no full-size zero gradient per slice;
   compared with a one-hot (tokens x experts x capacity) dispatch tensor it costs O(T), not
-  O(T^2). The split sizes are read on the host, which is free on CPU.
+  O(T^2). The split sizes are read on the host, which is free on CPU. In training without
+  autocast all experts run as one autograd Function with a hand-written backward, and rows
+  move to and from expert order by gathers both ways (fused_experts.py); under autocast, or
+  without autograd, the FeedForward modules are called.
 * stacked (float32 CPU inference, the default there): the same sorted tokens, padded with a
   column of ones, go through two float32 ``grouped_mm`` calls on all experts' weights
   stacked once in (E, in, out) order with the biases as an extra row (prepacked.py); they
@@ -25,6 +28,7 @@ from typing import List, Optional
 
 import torch
 
+from espnet_omni.moe import fused_experts
 from espnet_omni.moe.prepacked import (
     can_use_prepacked,
     grouped_mm_takes,
@@ -82,6 +86,10 @@ class FeedForward(torch.nn.Module):
         """(..., d) -> (..., d)."""
         if can_use_prepacked(self, x):
             return self.prepacked_forward(x)
+        if fused_experts.applies(self.activation, x):
+            # Trained like the experts of a MoE layer: one expert on all rows.
+            rows = x.reshape(-1, x.size(-1))
+            return fused_experts.experts_on_sorted_rows(rows, [rows.size(0)], [self]).view_as(x)
         return self.w_2(self.dropout(self.activation(self.w_1(x))))
 
     def prepacked_forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -238,7 +246,8 @@ class Experts(torch.nn.Module):
         sorted_expert: torch.Tensor,
         gate: torch.Tensor,
     ) -> torch.Tensor:
-        """One FeedForward call per expert on its contiguous slice of the sorted tokens.
+        """One FeedForward call per expert on its contiguous slice of the sorted tokens, or in
+        training without autocast ``_fused``.
 
         order: (N*k,) assignments sorted by expert (sentinel E last); sorted_expert: their
         experts; gate: (N, k) as given to ``forward``.
@@ -247,6 +256,8 @@ class Experts(torch.nn.Module):
         # One op for all counts: the split sizes are read on the host anyway.
         counts: List[int] = torch.bincount(sorted_expert, minlength=self.num_experts + 1).tolist()
         split_sizes, unserved = counts[:-1], counts[-1]
+        if fused_experts.applies(self.experts[0].activation, x):
+            return self._fused(x, order, split_sizes, unserved, gate)
         if unserved:
             order = order[:-unserved]
         token = order // top_k if top_k > 1 else order
@@ -259,8 +270,36 @@ class Experts(torch.nn.Module):
             # The experts' dtype (bfloat16 under autocast) for the scatter, x's for the result.
             out = combined.new_zeros(x.shape).index_add_(0, token, combined)
             return out * gate.to(x.dtype)
-        combined = combined * gate.reshape(-1).index_select(0, order).unsqueeze(-1).to(x.dtype)
-        return x.new_zeros(x.shape).index_add_(0, token, combined)
+        return _combine_top_k(x, combined, token, order, gate)
+
+    def _fused(
+        self,
+        x: torch.Tensor,
+        order: torch.Tensor,
+        split_sizes: List[int],
+        unserved: int,
+        gate: torch.Tensor,
+    ) -> torch.Tensor:
+        """``_looped`` with all experts in one autograd Function (see fused_experts.py).
+
+        order: (N*k,) assignments sorted by expert, the ``unserved`` ones (padding, dropped)
+        last; split_sizes: E slice lengths; gate: (N, k).
+        """
+        top_k = gate.size(-1)
+        if top_k == 1:
+            # order is a permutation of the N tokens: rows go to expert order and back with
+            # gathers (the unserved rows come back as 0).
+            rank = _inverse_permutation(order)
+            rows = fused_experts.permute_rows(x, order, rank)
+            out = fused_experts.experts_on_sorted_rows(rows, split_sizes, self.experts)
+            return fused_experts.permute_rows(out, rank, order) * gate.to(x.dtype)
+        if unserved:
+            order = order[:-unserved]
+        token = order // top_k
+        out = fused_experts.experts_on_sorted_rows(
+            x.index_select(0, token), split_sizes, self.experts
+        )
+        return _combine_top_k(x, out, token, order, gate)
 
     def _stacked_inference(
         self, x: torch.Tensor, order: torch.Tensor, sorted_expert: torch.Tensor, gate: torch.Tensor
@@ -290,12 +329,8 @@ class Experts(torch.nn.Module):
         if unserved:
             combined[-unserved:].zero_()
         if top_k == 1:
-            # Position of each token in the sorted rows: the inverse permutation of order.
-            positions = torch.arange(order.numel(), device=order.device)
-            rank = torch.empty_like(order).scatter_(0, order, positions)
-            return combined.index_select(0, rank).mul_(gate)
-        combined = combined.mul_(gate.reshape(-1).index_select(0, order).unsqueeze(-1))
-        return x.new_zeros(x.shape).index_add_(0, token, combined)
+            return combined.index_select(0, _inverse_permutation(order)).mul_(gate)
+        return _combine_top_k(x, combined, token, order, gate)
 
     def _grouped(
         self,
@@ -329,3 +364,25 @@ class Experts(torch.nn.Module):
         out = grouped_linear(first.dropout(first.activation(hidden)), "w_2")
         combined = out.float() * torch.where(served.squeeze(-1), gate, 0.0).unsqueeze(-1)
         return x.new_zeros(x.shape).index_add_(0, token, combined.to(x.dtype))
+
+
+def _inverse_permutation(order: torch.Tensor) -> torch.Tensor:
+    """(N,) position of each token in the sorted rows, for a permutation ``order`` of N."""
+    positions = torch.arange(order.numel(), device=order.device)
+    return torch.empty_like(order).scatter_(0, order, positions)
+
+
+def _combine_top_k(
+    x: torch.Tensor,
+    out: torch.Tensor,
+    token: torch.Tensor,
+    order: torch.Tensor,
+    gate: torch.Tensor,
+) -> torch.Tensor:
+    """Sum the gated outputs of each token's k assignments.
+
+    x: (N, d) the layer's input (shape and dtype of the result); out: (A, d) expert outputs of
+    the assignments ``order`` (A of the N*k), made by tokens ``token``; gate: (N, k).
+    """
+    combined = out * gate.reshape(-1).index_select(0, order).unsqueeze(-1).to(x.dtype)
+    return x.new_zeros(x.shape).index_add_(0, token, combined)

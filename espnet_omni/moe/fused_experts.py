@@ -1,0 +1,156 @@
+"""All experts of a layer as one autograd Function, for training without autocast.
+
+Run as modules, each expert adds its own autograd nodes to the graph (two Linear layers, their
+transposes, the activation, dropout), the outputs are concatenated and the input gradients
+concatenated again in backward. ``experts_on_sorted_rows`` computes every expert's
+forward and backward itself, on slices of one buffer, and ``permute_rows`` moves rows to and
+from expert order with a gather both ways (autograd's backward of a gather is a scatter into
+zeros). Measured against the module path on a 2-core Xeon (torch 2.13, float32, one layer's
+fwd+bwd at T = 4000, d = 256, f = 1024, median of 21-31 paired rounds): 0.95-0.98x the time at
+E = 8 and 32 with 1 and 2 threads (0.99x with a quarter of the frames padded); 27.6 MB saved
+for backward against 31.4 MB at E = 8.
+
+The formulas are those of ``FeedForward``: w_2(dropout(activation(w_1(x)))), dropout with
+``torch.nn.Dropout``'s distribution (not its random numbers). Saved for backward: the sorted rows, the activation's input or
+output (whichever its derivative needs), the hidden units and dropout's mask.
+"""
+
+from typing import List, Sequence, Tuple
+
+import torch
+
+
+def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return torch.ops.aten.threshold_backward(grad, output, 0)
+
+
+# Activation module type -> (forward, backward, whether backward takes the activation's output
+# (True) or its input (False)). Those that take the output run in place on the fresh GEMM output.
+_ACTIVATIONS = {
+    torch.nn.ReLU: (torch.relu_, _relu_backward, True),
+    torch.nn.Tanh: (torch.tanh_, torch.ops.aten.tanh_backward, True),
+    torch.nn.SiLU: (torch.nn.functional.silu, torch.ops.aten.silu_backward, False),
+}
+
+
+def _activation(module: torch.nn.Module):
+    """(forward, backward, backward takes the output) for an activation module, or None."""
+    if type(module) is torch.nn.GELU:
+        approximate = module.approximate
+        return (
+            lambda x: torch.nn.functional.gelu(x, approximate=approximate),
+            lambda grad, x: torch.ops.aten.gelu_backward(grad, x, approximate=approximate),
+            False,
+        )
+    return _ACTIVATIONS.get(type(module))
+
+
+def applies(activation: torch.nn.Module, x: torch.Tensor) -> bool:
+    """Whether a forward on ``x`` trains through this module: autograd on, no autocast (its
+    per-op casts need the modules), and an activation whose backward is written here."""
+    return (
+        torch.is_grad_enabled()
+        and not torch.is_autocast_enabled(x.device.type)
+        and _activation(activation) is not None
+    )
+
+
+class _PermuteRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor):
+        ctx.save_for_backward(inverse)
+        return x.index_select(0, index)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (inverse,) = ctx.saved_tensors
+        return grad.index_select(0, inverse), None, None
+
+
+def permute_rows(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) -> torch.Tensor:
+    """``x[index]`` for a permutation ``index`` of x's N rows, whose inverse permutation is
+    ``inverse``; the gradient is gathered back with ``inverse``.
+
+    x: (N, ...); index, inverse: (N,) int64.
+    """
+    return _PermuteRows.apply(x, index, inverse)
+
+
+class _ExpertsOnSortedRows(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, rows, sizes, activation, dropout_p, *params):
+        forward_fn, backward_fn, from_output = _activation(activation)
+        # As torch.nn.Dropout: kept units scaled by 1 / (1 - p), p = 1 drops everything. The
+        # mask compares random int32s, uniform on [0, 2^31), with p * 2^31: torch draws them in
+        # about half the time of bernoulli_ or of uniform floats.
+        scale = 1.0 / (1.0 - dropout_p) if dropout_p < 1 else 0.0
+        threshold = round(dropout_p * 2**31)
+        out = torch.empty_like(rows)
+        out[sum(sizes):].zero_()
+        saved: List[torch.Tensor] = []
+        start = 0
+        for expert, size in enumerate(sizes):
+            w_1, b_1, w_2, b_2 = params[4 * expert : 4 * expert + 4]
+            pre = torch.addmm(b_1, rows[start : start + size], w_1.t())
+            act = forward_fn(pre)
+            hidden, keep = act, None
+            if dropout_p > 0:
+                keep = torch.empty_like(act, dtype=torch.int32).random_() >= threshold
+                hidden = act.mul(keep).mul_(scale)
+            torch.addmm(b_2, hidden, w_2.t(), out=out[start : start + size])
+            saved += [act if from_output else pre, hidden] + ([keep] if keep is not None else [])
+            start += size
+        ctx.sizes, ctx.backward_fn, ctx.dropout_p, ctx.scale = sizes, backward_fn, dropout_p, scale
+        ctx.save_for_backward(rows, *params, *saved)
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        sizes, backward_fn, dropout_p = ctx.sizes, ctx.backward_fn, ctx.dropout_p
+        rows, *rest = ctx.saved_tensors
+        params, saved = rest[: 4 * len(sizes)], iter(rest[4 * len(sizes) :])
+        grad_rows = None
+        if ctx.needs_input_grad[0]:
+            grad_rows = torch.empty_like(rows)
+            grad_rows[sum(sizes):].zero_()
+        grads: List[torch.Tensor] = []
+        start = 0
+        for expert, size in enumerate(sizes):
+            w_1, _, w_2, _ = params[4 * expert : 4 * expert + 4]
+            act_saved, hidden = next(saved), next(saved)
+            grad = grad_out[start : start + size]
+            x = rows[start : start + size]
+            grad_hidden = grad.mm(w_2)
+            if dropout_p > 0:
+                grad_hidden.mul_(next(saved)).mul_(ctx.scale)
+            grad_pre = backward_fn(grad_hidden, act_saved)
+            if grad_rows is not None:
+                torch.mm(grad_pre, w_1, out=grad_rows[start : start + size])
+            grads += [grad_pre.t().mm(x), grad_pre.sum(0), grad.t().mm(hidden), grad.sum(0)]
+            start += size
+        return (grad_rows, None, None, None, *grads)
+
+
+def experts_on_sorted_rows(
+    rows: torch.Tensor, sizes: Sequence[int], experts: Sequence[torch.nn.Module]
+) -> torch.Tensor:
+    """Every expert's FFN on its contiguous slice of ``rows``, forward and backward by hand.
+
+    Args:
+        rows: (A, d) rows sorted by expert; rows after the E slices are not served.
+        sizes: E slice lengths, sum <= A.
+        experts: the E ``FeedForward`` modules, whose parameters are used, with the first
+            one's activation and dropout (all experts of a layer share their settings).
+
+    Returns:
+        (A, d): expert e's output on slice e, 0 on the rows not served.
+    """
+    dropout = experts[0].dropout
+    dropout_p = dropout.p if dropout.training else 0.0
+    params: Tuple[torch.Tensor, ...] = tuple(
+        p
+        for ff in experts
+        for p in (ff.w_1.weight, ff.w_1.bias, ff.w_2.weight, ff.w_2.bias)
+    )
+    return _ExpertsOnSortedRows.apply(rows, list(sizes), experts[0].activation, dropout_p, *params)
