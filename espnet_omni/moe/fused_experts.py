@@ -2,17 +2,18 @@
 
 Run as modules, each expert adds its own autograd nodes to the graph (two Linear layers, their
 transposes, the activation, dropout), the outputs are concatenated and the input gradients
-concatenated again in backward. ``experts_on_sorted_rows`` computes every expert's
-forward and backward itself, on slices of one buffer, and ``permute_rows`` moves rows to and
-from expert order with a gather both ways (autograd's backward of a gather is a scatter into
-zeros). Measured against the module path on a 2-core Xeon (torch 2.13, float32, one layer's
-fwd+bwd at T = 4000, d = 256, f = 1024, median of 21-31 paired rounds): 0.95-0.98x the time at
-E = 8 and 32 with 1 and 2 threads (0.99x with a quarter of the frames padded); 27.6 MB saved
-for backward against 31.4 MB at E = 8.
+concatenated again in backward. ``experts_on_sorted_rows`` computes every expert's forward and
+backward itself, on slices of one buffer, and ``permute_rows`` moves rows to and from expert
+order with a gather both ways (autograd's backward of a gather is a scatter into zeros).
+Measured against the module path on a 2-core Xeon (torch 2.13, float32, one layer's fwd+bwd at
+T = 4000, d = 256, f = 1024, median of 21-31 paired rounds): 0.95-0.98x the time at E = 8 and
+32 with 1 and 2 threads (0.99x with a quarter of the frames padded), 0.90-0.92x with dropout
+0.1; 27.6 MB saved for backward against 31.4 MB at E = 8.
 
 The formulas are those of ``FeedForward``: w_2(dropout(activation(w_1(x)))), dropout with
-``torch.nn.Dropout``'s distribution (not its random numbers). Saved for backward: the sorted rows, the activation's input or
-output (whichever its derivative needs), the hidden units and dropout's mask.
+``torch.nn.Dropout``'s distribution (not its random numbers). Saved for backward: the sorted
+rows, the activation's input or output (whichever its derivative needs), the hidden units and
+dropout's mask.
 """
 
 from typing import List, Sequence, Tuple
@@ -76,30 +77,41 @@ def permute_rows(x: torch.Tensor, index: torch.Tensor, inverse: torch.Tensor) ->
     return _PermuteRows.apply(x, index, inverse)
 
 
+def _expert_slices(sizes: Sequence[int], params: Sequence[torch.Tensor]):
+    """(rows of expert e, w_1, b_1, w_2, b_2) for each expert e."""
+    start = 0
+    for expert, size in enumerate(sizes):
+        yield (slice(start, start + size), *params[4 * expert : 4 * expert + 4])
+        start += size
+
+
+def _empty_but_unserved(rows: torch.Tensor, sizes: Sequence[int]) -> torch.Tensor:
+    """A buffer like ``rows`` whose rows after the experts' slices are 0."""
+    buffer = torch.empty_like(rows)
+    buffer[sum(sizes) :].zero_()
+    return buffer
+
+
 class _ExpertsOnSortedRows(torch.autograd.Function):
     @staticmethod
     def forward(ctx, rows, sizes, activation, dropout_p, *params):
         forward_fn, backward_fn, from_output = _activation(activation)
         # As torch.nn.Dropout: kept units scaled by 1 / (1 - p), p = 1 drops everything. The
         # mask compares random int32s, uniform on [0, 2^31), with p * 2^31: torch draws them in
-        # about half the time of bernoulli_ or of uniform floats.
+        # about half the time of bernoulli_, and faster than uniform floats.
         scale = 1.0 / (1.0 - dropout_p) if dropout_p < 1 else 0.0
         threshold = round(dropout_p * 2**31)
-        out = torch.empty_like(rows)
-        out[sum(sizes):].zero_()
+        out = _empty_but_unserved(rows, sizes)
         saved: List[torch.Tensor] = []
-        start = 0
-        for expert, size in enumerate(sizes):
-            w_1, b_1, w_2, b_2 = params[4 * expert : 4 * expert + 4]
-            pre = torch.addmm(b_1, rows[start : start + size], w_1.t())
+        for span, w_1, b_1, w_2, b_2 in _expert_slices(sizes, params):
+            pre = torch.addmm(b_1, rows[span], w_1.t())
             act = forward_fn(pre)
             hidden, keep = act, None
             if dropout_p > 0:
                 keep = torch.empty_like(act, dtype=torch.int32).random_() >= threshold
                 hidden = act.mul(keep).mul_(scale)
-            torch.addmm(b_2, hidden, w_2.t(), out=out[start : start + size])
+            torch.addmm(b_2, hidden, w_2.t(), out=out[span])
             saved += [act if from_output else pre, hidden] + ([keep] if keep is not None else [])
-            start += size
         ctx.sizes, ctx.backward_fn, ctx.dropout_p, ctx.scale = sizes, backward_fn, dropout_p, scale
         ctx.save_for_backward(rows, *params, *saved)
         return out
@@ -110,25 +122,18 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
         sizes, backward_fn, dropout_p = ctx.sizes, ctx.backward_fn, ctx.dropout_p
         rows, *rest = ctx.saved_tensors
         params, saved = rest[: 4 * len(sizes)], iter(rest[4 * len(sizes) :])
-        grad_rows = None
-        if ctx.needs_input_grad[0]:
-            grad_rows = torch.empty_like(rows)
-            grad_rows[sum(sizes):].zero_()
+        grad_rows = _empty_but_unserved(rows, sizes) if ctx.needs_input_grad[0] else None
         grads: List[torch.Tensor] = []
-        start = 0
-        for expert, size in enumerate(sizes):
-            w_1, _, w_2, _ = params[4 * expert : 4 * expert + 4]
+        for span, w_1, _, w_2, _ in _expert_slices(sizes, params):
             act_saved, hidden = next(saved), next(saved)
-            grad = grad_out[start : start + size]
-            x = rows[start : start + size]
+            grad, x = grad_out[span], rows[span]
             grad_hidden = grad.mm(w_2)
             if dropout_p > 0:
                 grad_hidden.mul_(next(saved)).mul_(ctx.scale)
             grad_pre = backward_fn(grad_hidden, act_saved)
             if grad_rows is not None:
-                torch.mm(grad_pre, w_1, out=grad_rows[start : start + size])
+                torch.mm(grad_pre, w_1, out=grad_rows[span])
             grads += [grad_pre.t().mm(x), grad_pre.sum(0), grad.t().mm(hidden), grad.sum(0)]
-            start += size
         return (grad_rows, None, None, None, *grads)
 
 
