@@ -305,11 +305,12 @@ def test_fused_dropout_drops_with_probability_p_and_rescales():
     torch.testing.assert_close(ff(x), x)
 
 
-def test_fused_dropout_gradients_pass_gradcheck():
+@pytest.mark.parametrize("activation", ["relu", "gelu"])
+def test_fused_dropout_gradients_pass_gradcheck(activation):
     """The hand-written backward with dropout (the same mask on every call) against finite
-    differences."""
+    differences; ReLU recovers both masks from the hidden units, GELU keeps dropout's."""
     torch.manual_seed(0)
-    experts = Experts(3, 4, 6, dropout_rate=0.5, activation_type="gelu").double().train()
+    experts = Experts(3, 4, 6, dropout_rate=0.5, activation_type=activation).double().train()
     names = [name for name, _ in experts.named_parameters()]
     index = (torch.arange(8) % 3)[:, None]
     x = torch.randn(8, 4, dtype=torch.float64, requires_grad=True)
@@ -325,6 +326,27 @@ def test_fused_dropout_gradients_pass_gradcheck():
     experts.train()
     assert not torch.allclose(run(x, gate, *params), no_dropout)  # dropout was applied
     assert torch.autograd.gradcheck(run, (x, gate, *params))
+
+
+@pytest.mark.parametrize("activation,saved_hidden_copies", [("relu", 1), ("gelu", 2)])
+def test_fused_dropout_memory_saved_for_backward(activation, saved_hidden_copies):
+    """Beyond the rows, ReLU with dropout saves the hidden units alone; GELU also saves its
+    input (and dropout's mask)."""
+    ff = FeedForward(8, 32, dropout_rate=0.1, activation_type=activation).train()
+    rows = torch.randn(50, 8, requires_grad=True)
+    saved = {}
+
+    def pack(tensor):
+        if not isinstance(tensor, torch.nn.Parameter):
+            saved[tensor.untyped_storage().data_ptr()] = tensor
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        ff(rows)
+    float_shapes = sorted(tuple(t.shape) for t in saved.values() if t.is_floating_point())
+    assert float_shapes == sorted([(50, 8)] + [(50, 32)] * saved_hidden_copies)
+    masks = [t for t in saved.values() if t.dtype == torch.bool]
+    assert len(masks) == (0 if activation == "relu" else 1)
 
 
 def bf16_exact(module):

@@ -13,7 +13,9 @@ T = 4000, d = 256, f = 1024, median of 21-31 paired rounds): 0.95-0.98x the time
 The formulas are those of ``FeedForward``: w_2(dropout(activation(w_1(x)))), dropout with
 ``torch.nn.Dropout``'s distribution (not its random numbers). Saved for backward: the sorted
 rows, the activation's input or output (whichever its derivative needs), the hidden units and
-dropout's mask.
+dropout's mask; for ReLU with dropout only the rows and the hidden units, which are > 0 where
+both pass gradient (E = 8, dropout 0.1: 27.6 MB against 47.1 MB, and 0.95-0.96x the time of
+saving all three; the dense FFN 19.5 MB against 39.1 MB, 0.91-0.95x).
 """
 
 from typing import List, Sequence, Tuple
@@ -103,16 +105,24 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
         threshold = round(dropout_p * 2**31)
         out = _empty_but_unserved(rows, sizes)
         saved: List[torch.Tensor] = []
+        # ReLU with dropout: the dropped-out hidden units are > 0 exactly where both pass
+        # gradient, so they alone are saved, and dropout runs in place on the ReLU's output.
+        relu_dropout = forward_fn is torch.relu_ and dropout_p > 0
         for span, w_1, b_1, w_2, b_2 in _expert_slices(sizes, params):
             pre = torch.addmm(b_1, rows[span], w_1.t())
             act = forward_fn(pre)
             hidden, keep = act, None
             if dropout_p > 0:
                 keep = torch.empty_like(act, dtype=torch.int32).random_() >= threshold
-                hidden = act.mul(keep).mul_(scale)
+                hidden = (act.mul_ if relu_dropout else act.mul)(keep).mul_(scale)
             torch.addmm(b_2, hidden, w_2.t(), out=out[span])
-            saved += [act if from_output else pre, hidden] + ([keep] if keep is not None else [])
+            if relu_dropout:
+                saved.append(hidden)
+            else:
+                saved += [act if from_output else pre, hidden]
+                saved += [keep] if keep is not None else []
         ctx.sizes, ctx.backward_fn, ctx.dropout_p, ctx.scale = sizes, backward_fn, dropout_p, scale
+        ctx.relu_dropout = relu_dropout
         ctx.save_for_backward(rows, *params, *saved)
         return out
 
@@ -125,12 +135,16 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
         grad_rows = _empty_but_unserved(rows, sizes) if ctx.needs_input_grad[0] else None
         grads: List[torch.Tensor] = []
         for span, w_1, _, w_2, _ in _expert_slices(sizes, params):
-            act_saved, hidden = next(saved), next(saved)
             grad, x = grad_out[span], rows[span]
             grad_hidden = grad.mm(w_2)
-            if dropout_p > 0:
-                grad_hidden.mul_(next(saved)).mul_(ctx.scale)
-            grad_pre = backward_fn(grad_hidden, act_saved)
+            if ctx.relu_dropout:
+                hidden = next(saved)
+                grad_pre = _relu_backward(grad_hidden, hidden).mul_(ctx.scale)
+            else:
+                act_saved, hidden = next(saved), next(saved)
+                if dropout_p > 0:
+                    grad_hidden.mul_(next(saved)).mul_(ctx.scale)
+                grad_pre = backward_fn(grad_hidden, act_saved)
             if grad_rows is not None:
                 torch.mm(grad_pre, w_1, out=grad_rows[span])
             grads += [grad_pre.t().mm(x), grad_pre.sum(0), grad.t().mm(hidden), grad.sum(0)]
