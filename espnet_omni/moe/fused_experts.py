@@ -106,21 +106,20 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
         out = _empty_but_unserved(rows, sizes)
         saved: List[torch.Tensor] = []
         # ReLU with dropout: the dropped-out hidden units are > 0 exactly where both pass
-        # gradient, so they alone are saved, and dropout runs in place on the ReLU's output.
+        # gradient, so they stand in for the ReLU's output and dropout's mask, which are not
+        # saved, and dropout runs in place on the ReLU's output.
         relu_dropout = forward_fn is torch.relu_ and dropout_p > 0
         for span, w_1, b_1, w_2, b_2 in _expert_slices(sizes, params):
             pre = torch.addmm(b_1, rows[span], w_1.t())
             act = forward_fn(pre)
-            hidden, keep = act, None
+            hidden = act
             if dropout_p > 0:
                 keep = torch.empty_like(act, dtype=torch.int32).random_() >= threshold
                 hidden = (act.mul_ if relu_dropout else act.mul)(keep).mul_(scale)
             torch.addmm(b_2, hidden, w_2.t(), out=out[span])
-            if relu_dropout:
-                saved.append(hidden)
-            else:
-                saved += [act if from_output else pre, hidden]
-                saved += [keep] if keep is not None else []
+            derivative_input = hidden if relu_dropout else act if from_output else pre
+            saved += [derivative_input, hidden]
+            saved += [keep] if dropout_p > 0 and not relu_dropout else []
         ctx.sizes, ctx.backward_fn, ctx.dropout_p, ctx.scale = sizes, backward_fn, dropout_p, scale
         ctx.relu_dropout = relu_dropout
         ctx.save_for_backward(rows, *params, *saved)
@@ -137,14 +136,12 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
         for span, w_1, _, w_2, _ in _expert_slices(sizes, params):
             grad, x = grad_out[span], rows[span]
             grad_hidden = grad.mm(w_2)
-            if ctx.relu_dropout:
-                hidden = next(saved)
-                grad_pre = _relu_backward(grad_hidden, hidden).mul_(ctx.scale)
-            else:
-                act_saved, hidden = next(saved), next(saved)
-                if dropout_p > 0:
-                    grad_hidden.mul_(next(saved)).mul_(ctx.scale)
-                grad_pre = backward_fn(grad_hidden, act_saved)
+            act_saved, hidden = next(saved), next(saved)
+            if dropout_p > 0:
+                if not ctx.relu_dropout:  # otherwise act_saved carries dropout's mask
+                    grad_hidden.mul_(next(saved))
+                grad_hidden.mul_(ctx.scale)
+            grad_pre = backward_fn(grad_hidden, act_saved)
             if grad_rows is not None:
                 torch.mm(grad_pre, w_1, out=grad_rows[span])
             grads += [grad_pre.t().mm(x), grad_pre.sum(0), grad.t().mm(hidden), grad.sum(0)]
