@@ -465,6 +465,24 @@ def test_cpu_inference_path_matches_autograd_path(top_k, capacity, activation, s
         assert dropped.any() and torch.equal(dropped, (out == 0).all(-1) & mask)
 
 
+@pytest.mark.parametrize("chosen", [[3], [0, 5]])
+def test_cpu_inference_path_with_experts_without_tokens(chosen):
+    # Every token on one or two of the six experts: the others get empty groups.
+    torch.manual_seed(0)
+    experts = Experts(6, 8, 16).eval()
+    x = torch.randn(11, 8)
+    expert_index = torch.tensor(chosen).repeat(11)[:11, None]
+    gate = torch.rand(11, 1)
+    with torch.enable_grad():
+        reference = experts(x.requires_grad_(), expert_index, gate)
+    with torch.no_grad():
+        out = experts(x, expert_index, gate)
+    assert "_stacked_weights" in experts.experts.__dict__  # the inference path ran
+    torch.testing.assert_close(out, reference)
+    expected = torch.stack([experts.experts[e](row) for e, row in zip(expert_index[:, 0], x)])
+    torch.testing.assert_close(out, expected * gate)
+
+
 def test_stacked_inference_weights_follow_updates_and_stay_out_of_the_state_dict():
     torch.manual_seed(0)
     layer = MoEFeedForward(Router(8, 4), Experts(4, 8, 16)).eval()
