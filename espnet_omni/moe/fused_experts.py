@@ -109,6 +109,7 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
         # gradient, so they stand in for the ReLU's output and dropout's mask, which are not
         # saved, and dropout runs in place on the ReLU's output.
         relu_dropout = forward_fn is torch.relu_ and dropout_p > 0
+        saves_mask = dropout_p > 0 and not relu_dropout
         for span, w_1, b_1, w_2, b_2 in _expert_slices(sizes, params):
             pre = torch.addmm(b_1, rows[span], w_1.t())
             act = forward_fn(pre)
@@ -119,9 +120,9 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
             torch.addmm(b_2, hidden, w_2.t(), out=out[span])
             derivative_input = hidden if relu_dropout else act if from_output else pre
             saved += [derivative_input, hidden]
-            saved += [keep] if dropout_p > 0 and not relu_dropout else []
+            saved += [keep] if saves_mask else []
         ctx.sizes, ctx.backward_fn, ctx.dropout_p, ctx.scale = sizes, backward_fn, dropout_p, scale
-        ctx.relu_dropout = relu_dropout
+        ctx.saves_mask = saves_mask
         ctx.save_for_backward(rows, *params, *saved)
         return out
 
@@ -137,9 +138,9 @@ class _ExpertsOnSortedRows(torch.autograd.Function):
             grad, x = grad_out[span], rows[span]
             grad_hidden = grad.mm(w_2)
             act_saved, hidden = next(saved), next(saved)
+            if ctx.saves_mask:  # otherwise act_saved carries dropout's mask, if any
+                grad_hidden.mul_(next(saved))
             if dropout_p > 0:
-                if not ctx.relu_dropout:  # otherwise act_saved carries dropout's mask
-                    grad_hidden.mul_(next(saved))
                 grad_hidden.mul_(ctx.scale)
             grad_pre = backward_fn(grad_hidden, act_saved)
             if grad_rows is not None:
