@@ -209,7 +209,8 @@ class Experts(torch.nn.Module):
             token = order // top_k if top_k > 1 else order
             return self._grouped(x, token, sorted_expert, gate.reshape(-1).index_select(0, order))
         if self.stacked_inference and can_use_prepacked(self, x):
-            return self._stacked_inference(x, order, sorted_expert, gate)
+            may_leave_unserved = token_mask is not None or capacity_factor is not None
+            return self._stacked_inference(x, order, sorted_expert, gate, may_leave_unserved)
         return self._looped(x, order, sorted_expert, gate)
 
     def _drop_over_capacity(
@@ -302,7 +303,12 @@ class Experts(torch.nn.Module):
         return _combine_top_k(x, out, token, order, gate)
 
     def _stacked_inference(
-        self, x: torch.Tensor, order: torch.Tensor, sorted_expert: torch.Tensor, gate: torch.Tensor
+        self,
+        x: torch.Tensor,
+        order: torch.Tensor,
+        sorted_expert: torch.Tensor,
+        gate: torch.Tensor,
+        may_leave_unserved: bool,
     ) -> torch.Tensor:
         """All experts in two float32 ``grouped_mm`` calls on weights stacked once with the
         biases folded in (CPU inference): one C++ loop over the experts instead of a Python
@@ -311,26 +317,37 @@ class Experts(torch.nn.Module):
 
         order: (N*k,) all assignments sorted by expert, unserved ones (padding, dropped) last,
         where ``grouped_mm`` leaves their rows undefined; sorted_expert: their experts (E for
-        unserved); gate: (N, k) as given to ``forward``.
+        unserved); gate: (N, k) as given to ``forward``; may_leave_unserved: whether padding
+        or a capacity can have sent assignments to the sentinel expert.
+
+        The GEMMs stream all E experts' weights through the cache, after which each small op
+        took 3-5x its warm time (E = 8, 250 rows), so this path keeps the op count low.
         """
-        num_experts = self.num_experts
         top_k = gate.size(-1)
         w_1, w_2 = stacked_expert_weights(self.experts)
         # Rows up to offsets[e] belong to experts <= e; unserved rows come after offsets[-1].
-        expert_ends = torch.arange(1, num_experts + 1, device=x.device)
-        offsets = torch.searchsorted(sorted_expert, expert_ends, out_int32=True)
+        offsets = torch.searchsorted(sorted_expert, self._expert_ends(x.device), out_int32=True)
         token = order // top_k if top_k > 1 else order
         # Padded with ones: the stacked weights' bias rows then add the biases in the GEMMs.
         x_ones = pad_with_ones(x, w_1)
         hidden = torch.nn.functional.grouped_mm(x_ones.index_select(0, token), w_1, offs=offsets)
         hidden = self.experts[0].inference_activation(hidden)
         combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
-        unserved = order.numel() - int(offsets[-1])
-        if unserved:
-            combined[-unserved:].zero_()
+        if may_leave_unserved:
+            unserved = order.numel() - int(offsets[-1])
+            if unserved:
+                combined[-unserved:].zero_()
         if top_k == 1:
             return combined.index_select(0, _inverse_permutation(order)).mul_(gate)
         return _combine_top_k(x, combined, token, order, gate)
+
+    def _expert_ends(self, device: torch.device) -> torch.Tensor:
+        """(E,) 1..E on ``device``, made once (searchsorted's boundaries of the experts' rows)."""
+        ends = self.__dict__.get("_expert_ends_cache")
+        if ends is None or ends.device != device:
+            ends = torch.arange(1, self.num_experts + 1, device=device)
+            self.__dict__["_expert_ends_cache"] = ends
+        return ends
 
     def _grouped(
         self,
