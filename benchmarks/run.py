@@ -45,7 +45,7 @@ from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import ( 
 )
 from espnet_omni.moe.experts import Experts, FeedForward  # noqa: E402
 from espnet_omni.moe.layer import MoEFeedForward  # noqa: E402
-from espnet_omni.moe.prepacked import pad_with_ones, stacked_expert_weights  # noqa: E402
+from espnet_omni.moe.prepacked import gather_padded_with_ones, stacked_expert_weights  # noqa: E402
 from espnet_omni.moe.router import Router  # noqa: E402
 
 DEMO_CONF = REPO / "egs2" / "omni_asr" / "asr1" / "conf"
@@ -257,7 +257,7 @@ def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], ob
     with torch.no_grad():
         expert_index = layer.router(x).expert_index.view(-1)
         counts = expert_index.bincount(minlength=layer.experts.num_experts)
-        x_sorted = pad_with_ones(x, w_1).index_select(0, expert_index.sort(stable=True).indices)
+        x_sorted = gather_padded_with_ones(x, expert_index.sort(stable=True).indices, w_1)
     offsets = counts.cumsum(0, dtype=torch.int32)
 
     def run():

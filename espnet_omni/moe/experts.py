@@ -31,8 +31,8 @@ import torch
 from espnet_omni.moe import fused_experts
 from espnet_omni.moe.prepacked import (
     can_use_prepacked,
+    gather_padded_with_ones,
     grouped_mm_takes,
-    pad_with_ones,
     prepacked_linear,
     stacked_expert_weights,
 )
@@ -329,8 +329,8 @@ class Experts(torch.nn.Module):
         offsets = torch.searchsorted(sorted_expert, self._expert_ends(x.device), out_int32=True)
         token = order // top_k if top_k > 1 else order
         # Padded with ones: the stacked weights' bias rows then add the biases in the GEMMs.
-        x_ones = pad_with_ones(x, w_1)
-        hidden = torch.nn.functional.grouped_mm(x_ones.index_select(0, token), w_1, offs=offsets)
+        rows = gather_padded_with_ones(x, token, w_1)
+        hidden = torch.nn.functional.grouped_mm(rows, w_1, offs=offsets)
         hidden = self.experts[0].inference_activation(hidden)
         combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
         if may_leave_unserved:
