@@ -15,6 +15,8 @@ Sections:
            GShard / fairseq one-hot einsum dispatch (written below as the reference), and vs
            transformers' SwitchTransformersSparseMLP when transformers is installed; each
            with 1 and 2 threads (CPU). Outputs of the peers are compared with equal weights.
+           Beside them the layer's parts that no dispatch can remove: the expert FFNs alone
+           on tokens already sorted (training) and their two GEMMs alone (T=250 inference).
   encoder  a training step (fwd + bwd + Adam) of the Omni-router encoder vs its dense twin vs
            ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s.
   decode   real-time factor of greedy CTC decoding with the demo models of the recipe
@@ -43,6 +45,7 @@ sys.path.insert(0, str(REPO))
 from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (  # noqa: E402
     PositionwiseFeedForward,
 )
+from espnet_omni.moe import fused_experts  # noqa: E402
 from espnet_omni.moe.experts import Experts, FeedForward  # noqa: E402
 from espnet_omni.moe.layer import MoEFeedForward  # noqa: E402
 from espnet_omni.moe.prepacked import gather_padded_with_ones, stacked_expert_weights  # noqa: E402
@@ -214,6 +217,8 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
                      "einsum": train_step(einsum)}
             if hf is not None:
                 train["hf_switch"] = train_step(hf, reshape=True)
+            if device.type == "cpu":
+                train["ours_expert_ffns"] = expert_ffns_only(moe, x, grad)
             for module in (dense, moe, einsum, hf):
                 if module is not None:
                     module.train()
@@ -247,6 +252,27 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
                   + f"; T=250 ours/dense {small_fwd['ours'] / small_fwd['dense']:.2f}", flush=True)
     torch.set_num_threads(threads[-1])
     return results
+
+
+def expert_ffns_only(
+    layer: MoEFeedForward, x: torch.Tensor, grad: torch.Tensor
+) -> Callable[[], object]:
+    """fwd+bwd of the layer's experts alone, through their training Function (fused_experts.py),
+    on tokens already sorted as the layer sorts ``x``, input gradient included: the layer
+    without routing, sort, gathers and gate."""
+    with torch.no_grad():
+        expert_index = layer.router(x).expert_index.view(-1)
+        sizes = expert_index.bincount(minlength=layer.experts.num_experts).tolist()
+        order = expert_index.sort(stable=True).indices
+        rows = x.detach().index_select(0, order).requires_grad_()
+        grad_rows = grad.index_select(0, order)
+    experts = layer.experts.experts
+
+    def step():
+        layer.zero_grad(set_to_none=True)
+        rows.grad = None
+        fused_experts.experts_on_sorted_rows(rows, sizes, experts).backward(grad_rows)
+    return step
 
 
 def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], object]:
@@ -550,15 +576,16 @@ def markdown(results: Dict) -> str:
             f"**MoE FFN** (d={ffn['d']}, expert f={ffn['f']}, top-1, dropless; T={ffn['T']} "
             f"tokens unless stated), ms, median of interleaved runs. dense = ESPnet's "
             f"PositionwiseFeedForward of expert size; dense* = espnet-omni's FeedForward, which "
-            f"like the experts runs CPU inference on weights laid out once; GEMMs = the experts' two "
-            f"grouped GEMMs alone on tokens already sorted (T=250); einsum = GShard one-hot "
-            f"dispatch (cf 1.25); HF = transformers' SwitchTransformersSparseMLP. Ratios: ours / "
-            f"dense, except einsum / ours and HF / ours.",
+            f"like the experts runs CPU inference on weights laid out once; experts = the expert "
+            f"FFNs alone (their training Function) on tokens already sorted, fwd+bwd; GEMMs = the "
+            f"experts' two grouped GEMMs alone on tokens already sorted (T=250); einsum = GShard "
+            f"one-hot dispatch (cf 1.25); HF = transformers' SwitchTransformersSparseMLP. Ratios: "
+            f"ours / dense, except einsum / ours and HF / ours.",
             "",
-            "| threads | E | fwd+bwd dense | ours | ratio | einsum | ratio | HF | ratio "
-            "| inference dense | dense* | ours | ratio | T=250 dense | dense* | ours | ratio | ours / dense* "
-            "| GEMMs | GEMMs / dense |",
-            "|" + " --- |" * 20,
+            "| threads | E | fwd+bwd dense | ours | ratio | experts | experts / dense | einsum | ratio "
+            "| HF | ratio | inference dense | dense* | ours | ratio | T=250 dense | dense* | ours "
+            "| ratio | ours / dense* | GEMMs | GEMMs / dense |",
+            "|" + " --- |" * 22,
         ]
         for run in ffn["runs"]:
             fb, fw, sm = run["fwdbwd_s"], run["fwd_s"], run["infer_T250_s"]
@@ -566,7 +593,10 @@ def markdown(results: Dict) -> str:
                   if "hf_switch" in fb else "n/a | n/a")
             lines.append(
                 f"| {run['threads']} | {run['E']} | {fb['dense'] * 1e3:.1f} | {fb['ours'] * 1e3:.1f}"
-                f" | {fb['ours'] / fb['dense']:.2f}x | {fb['einsum'] * 1e3:.0f}"
+                f" | {fb['ours'] / fb['dense']:.2f}x"
+                + (f" | {fb['ours_expert_ffns'] * 1e3:.1f} | {fb['ours_expert_ffns'] / fb['dense']:.2f}x"
+                   if "ours_expert_ffns" in fb else " | n/a | n/a")
+                + f" | {fb['einsum'] * 1e3:.0f}"
                 f" | {fb['einsum'] / fb['ours']:.1f}x | {hf} | {fw['dense'] * 1e3:.1f}"
                 f" | {fw['dense_prepacked'] * 1e3:.1f} | {fw['ours'] * 1e3:.1f}"
                 f" | {fw['ours'] / fw['dense']:.2f}x | {sm['dense'] * 1e3:.2f}"

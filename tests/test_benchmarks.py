@@ -29,6 +29,24 @@ def test_gshard_einsum_reference_equals_our_layer_at_the_same_capacity():
     torch.testing.assert_close(reference, ours)
 
 
+def test_expert_ffns_alone_give_each_expert_the_gradients_of_its_own_tokens():
+    """The benchmark's training floor: each expert's fwd+bwd on the tokens the router sends it,
+    the same gradients as that expert's two Linear layers on those tokens."""
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 32)).train()
+    x, grad = torch.randn(96, 16), torch.randn(96, 16)
+    bench.expert_ffns_only(layer, x, grad)()
+    choice = layer.router(x).expert_index.view(-1)
+    assert choice.unique().numel() == 4
+    for index, expert in enumerate(layer.experts.experts):
+        got = [p.grad.clone() for p in expert.parameters()]
+        expert.zero_grad(set_to_none=True)
+        mine = choice == index
+        expert.w_2(expert.w_1(x[mine]).relu()).backward(grad[mine])
+        for value, param in zip(got, expert.parameters()):
+            torch.testing.assert_close(value, param.grad)
+
+
 def test_activation_memory_does_not_grow_with_the_number_of_experts():
     torch.manual_seed(0)
     x = torch.randn(1, 512, 32, requires_grad=True)
