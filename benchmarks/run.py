@@ -254,18 +254,25 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
     return results
 
 
+def sorted_by_expert(layer: MoEFeedForward, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The order that sorts x's (N, d) tokens by the layer's top-1 choice, and the (E,) tokens
+    per expert."""
+    with torch.no_grad():
+        expert_index = layer.router(x).expert_index.view(-1)
+    order = expert_index.sort(stable=True).indices
+    return order, expert_index.bincount(minlength=layer.experts.num_experts)
+
+
 def expert_ffns_only(
     layer: MoEFeedForward, x: torch.Tensor, grad: torch.Tensor
 ) -> Callable[[], object]:
     """fwd+bwd of the layer's experts alone, through their training Function (fused_experts.py),
     on tokens already sorted as the layer sorts ``x``, input gradient included: the layer
     without routing, sort, gathers and gate."""
-    with torch.no_grad():
-        expert_index = layer.router(x).expert_index.view(-1)
-        sizes = expert_index.bincount(minlength=layer.experts.num_experts).tolist()
-        order = expert_index.sort(stable=True).indices
-        rows = x.detach().index_select(0, order).requires_grad_()
-        grad_rows = grad.index_select(0, order)
+    order, counts = sorted_by_expert(layer, x)
+    sizes = counts.tolist()
+    rows = x.detach().index_select(0, order).requires_grad_()
+    grad_rows = grad.index_select(0, order)
     experts = layer.experts.experts
 
     def step():
@@ -280,10 +287,8 @@ def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], ob
     folded in) on tokens already sorted and padded as that path sorts and pads ``x``: the
     layer without routing, dispatch and activation."""
     w_1, w_2 = stacked_expert_weights(layer.experts.experts)
-    with torch.no_grad():
-        expert_index = layer.router(x).expert_index.view(-1)
-        counts = expert_index.bincount(minlength=layer.experts.num_experts)
-        x_sorted = gather_padded_with_ones(x, expert_index.sort(stable=True).indices, w_1)
+    order, counts = sorted_by_expert(layer, x)
+    x_sorted = gather_padded_with_ones(x.detach(), order, w_1)
     offsets = counts.cumsum(0, dtype=torch.int32)
 
     def run():
