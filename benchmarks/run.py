@@ -286,7 +286,7 @@ def expert_gemms_only(layer: MoEFeedForward, x: torch.Tensor) -> Callable[[], ob
     """The two grouped GEMMs of the layer's CPU inference path (weights stacked once, biases
     folded in) on tokens already sorted and padded as that path sorts and pads ``x``: the
     layer without routing, dispatch and activation."""
-    w_1, w_2 = stacked_expert_weights(layer.experts.experts)
+    w_1, w_2, _ = stacked_expert_weights(layer.experts.experts)
     order, counts = sorted_by_expert(layer, x)
     x_sorted = gather_padded_with_ones(x.detach(), order, w_1)
     offsets = counts.cumsum(0, dtype=torch.int32)

@@ -498,6 +498,11 @@ def test_stacked_inference_weights_follow_updates_and_stay_out_of_the_state_dict
         torch.testing.assert_close(layer(x)[0], reference())
         layer.experts.experts[1].w_1.weight.mul_(-3.0)
         torch.testing.assert_close(layer(x)[0], reference())
+        # New tensors (as .to() and assignment make): the storage address changes.
+        layer.experts.experts[3].w_1.weight = torch.nn.Parameter(torch.randn(16, 8))
+        torch.testing.assert_close(layer(x)[0], reference())
+        layer.experts.experts[0].w_2.bias.data = torch.randn(8)
+        torch.testing.assert_close(layer(x)[0], reference())
     layer.load_state_dict(MoEFeedForward(Router(8, 4), Experts(4, 8, 16)).state_dict())
     with torch.no_grad():
         torch.testing.assert_close(layer(x)[0], reference())

@@ -158,12 +158,11 @@ class Experts(torch.nn.Module):
             FeedForward(input_size, hidden_units, dropout_rate, activation_type)
             for _ in range(num_experts)
         )
+        # A plain attribute, not len(self.experts): the inference path reads it per call, and
+        # nn.Module's attribute lookup of the ModuleList costs more than the ops it guards.
+        self.num_experts = num_experts
         self.grouped_gemm = grouped_gemm
         self.stacked_inference = grouped_mm_takes(input_size, hidden_units)
-
-    @property
-    def num_experts(self) -> int:
-        return len(self.experts)
 
     def uses_grouped_gemm(self, x: torch.Tensor) -> bool:
         """Whether a forward on ``x`` takes the grouped path."""
@@ -324,21 +323,22 @@ class Experts(torch.nn.Module):
         took 3-5x its warm time (E = 8, 250 rows), so this path keeps the op count low.
         """
         top_k = gate.size(-1)
-        w_1, w_2 = stacked_expert_weights(self.experts)
+        w_1, w_2, activation = stacked_expert_weights(self.experts)
         # Rows up to offsets[e] belong to experts <= e; unserved rows come after offsets[-1].
         offsets = torch.searchsorted(sorted_expert, self._expert_ends(x.device), out_int32=True)
         token = order // top_k if top_k > 1 else order
+        # Made before the GEMMs, while order is still in cache.
+        rank = _inverse_permutation(order) if top_k == 1 else None
         # Padded with ones: the stacked weights' bias rows then add the biases in the GEMMs.
         rows = gather_padded_with_ones(x, token, w_1)
-        hidden = torch.nn.functional.grouped_mm(rows, w_1, offs=offsets)
-        hidden = self.experts[0].inference_activation(hidden)
+        hidden = activation(torch.nn.functional.grouped_mm(rows, w_1, offs=offsets))
         combined = torch.nn.functional.grouped_mm(hidden, w_2, offs=offsets)
         if may_leave_unserved:
             unserved = order.numel() - int(offsets[-1])
             if unserved:
                 combined[-unserved:].zero_()
-        if top_k == 1:
-            return combined.index_select(0, _inverse_permutation(order)).mul_(gate)
+        if rank is not None:
+            return combined.index_select(0, rank).mul_(gate)
         return _combine_top_k(x, combined, token, order, gate)
 
     def _expert_ends(self, device: torch.device) -> torch.Tensor:

@@ -5,7 +5,6 @@ The router knows nothing about layers. A Switch encoder gives each MoE layer its
 weight receives gradient from every layer while each layer routes its own hidden state.
 """
 
-import contextlib
 from dataclasses import dataclass
 from typing import Optional
 
@@ -94,31 +93,29 @@ class Router(torch.nn.Module):
         Returns:
             RouterOutput with float32 logits/probs/gate and (N, k) expert indices.
         """
-        # Selective precision: autocast would run this matmul and softmax in half precision,
-        # where small logit differences flip decisions and the z-loss overflows.
-        no_autocast = (
-            torch.autocast(device_type=x.device.type, enabled=False)
-            if torch.amp.is_autocast_available(x.device.type)
-            and torch.is_autocast_enabled(x.device.type)
-            else contextlib.nullcontext()
-        )
-        with no_autocast:
-            h = x.float()
-            if self.training and self.jitter_eps > 0:
-                noise = torch.empty_like(h).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
-                h = h * noise
-            # Computed as (E, N), the outputs being (N, E) views: on CPU a softmax over a last
-            # dimension of 8 experts took 11-22x as long as over the tokens' dimension (torch 2.13).
-            logits_t = torch.mm(self.weight.float(), h.t())
-            probs_t = logits_t.softmax(dim=0)
-            if self.top_k == 1:
-                gate, expert_index = probs_t.max(dim=0)
-                gate, expert_index = gate.unsqueeze(-1), expert_index.unsqueeze(-1)
-            else:
-                gate, expert_index = probs_t.topk(self.top_k, dim=0)
-                gate, expert_index = gate.t(), expert_index.t()
-                if self.renormalize:
-                    gate = gate / gate.sum(dim=-1, keepdim=True)
+        device_type = x.device.type
+        if torch.amp.is_autocast_available(device_type) and torch.is_autocast_enabled(device_type):
+            # Selective precision: autocast would run this matmul and softmax in half
+            # precision, where small logit differences flip decisions and the z-loss overflows.
+            with torch.autocast(device_type=device_type, enabled=False):
+                return self._route(x.float(), token_mask)
+        return self._route(x.float(), token_mask)
+
+    def _route(self, h: torch.Tensor, token_mask: Optional[torch.Tensor]) -> RouterOutput:
+        """``forward`` on float32 tokens h (N, d_model), outside autocast."""
+        if self.training and self.jitter_eps > 0:
+            h = h * torch.empty_like(h).uniform_(1.0 - self.jitter_eps, 1.0 + self.jitter_eps)
+        # Computed as (E, N), the outputs being (N, E) views: on CPU a softmax over a last
+        # dimension of 8 experts took 11-22x as long as over the tokens' dimension (torch 2.13).
+        logits_t = torch.mm(self.weight.float(), h.t())
+        probs_t = logits_t.softmax(dim=0)
+        if self.top_k == 1:
+            gate, expert_index = probs_t.max(dim=0, keepdim=True)  # (1, N); max is faster than topk
+        else:
+            gate, expert_index = probs_t.topk(self.top_k, dim=0)
+        gate, expert_index = gate.t(), expert_index.t()
+        if self.renormalize and self.top_k > 1:
+            gate = gate / gate.sum(dim=-1, keepdim=True)
         return RouterOutput(logits_t.t(), probs_t.t(), expert_index, gate, token_mask)
 
     def extra_repr(self) -> str:
