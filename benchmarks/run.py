@@ -16,7 +16,8 @@ Sections:
            transformers' SwitchTransformersSparseMLP when transformers is installed; each
            with 1 and 2 threads (CPU). Outputs of the peers are compared with equal weights.
            Beside them the layer's parts that no dispatch can remove: the expert FFNs alone
-           on tokens already sorted (training) and their two GEMMs alone (T=250 inference).
+           on tokens already sorted (training) and their two GEMMs alone (T=250 inference);
+           and T=250 inference through 12 layers in turn, each with its own weights (E=8).
   encoder  a training step (fwd + bwd + Adam) of the Omni-router encoder vs its dense twin vs
            ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s.
   decode   real-time factor of greedy CTC decoding with the demo models of the recipe
@@ -183,10 +184,12 @@ def moe_layer(d: int, f: int, num_experts: int, device: torch.device, zero_bias:
 
 def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
     d, f, big, small = 256, 1024, 4000, 250
-    results: Dict = {"d": d, "f": f, "T": big, "T_infer": small, "runs": []}
+    results: Dict = {"d": d, "f": f, "T": big, "T_infer": small, "runs": [], "stack": []}
     torch.manual_seed(0)
+    stacks = ffn_stacks(d, f, STACK_LAYERS, device)
     for num_threads in threads:
         torch.set_num_threads(num_threads)
+        results["stack"].append(bench_ffn_stack(stacks, small, num_threads, device, repeats))
         for num_experts in (8, 32):
             dense = PositionwiseFeedForward(d, f, 0.0).to(device)  # ESPnet's dense FFN
             packed_dense = FeedForward(d, f).to(device)  # ours: prepacked for CPU inference
@@ -252,6 +255,43 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
                   + f"; T=250 ours/dense {small_fwd['ours'] / small_fwd['dense']:.2f}", flush=True)
     torch.set_num_threads(threads[-1])
     return results
+
+
+STACK_LAYERS = 12
+
+
+def ffn_stacks(
+    d: int, f: int, layers: int, device: torch.device
+) -> Dict[str, List[torch.nn.Module]]:
+    """``layers`` dense FFNs and ``layers`` E=8 MoE layers, each with its own weights, in eval
+    mode: the FFNs of an encoder, run one after another."""
+    return {
+        "dense": [PositionwiseFeedForward(d, f, 0.0).to(device).eval() for _ in range(layers)],
+        "ours": [moe_layer(d, f, 8, device, zero_bias=True).eval() for _ in range(layers)],
+    }
+
+
+def bench_ffn_stack(stacks: Dict[str, List[torch.nn.Module]], num_tokens: int, num_threads: int,
+                    device: torch.device, repeats: int) -> Dict:
+    """Inference on ``num_tokens`` through each stack of FFNs, seconds per layer: unlike one
+    layer called again and again, no layer finds its weights in cache from its previous call
+    (a dense stack of 12 holds 24 MB of weights, the MoE stack 12 x 16 MB)."""
+    d = stacks["dense"][0].w_1.in_features
+    x = torch.randn(1, num_tokens, d, device=device)
+
+    def run(layers):
+        def forward():
+            with torch.no_grad(), autocast_for(device):
+                for layer in layers:
+                    layer(x)
+        return forward
+
+    rounds = interleaved_times({name: run(layers) for name, layers in stacks.items()}, device,
+                               repeats * 3)
+    layers = len(stacks["dense"])
+    per_layer = {name: [t / layers for t in times] for name, times in rounds.items()}
+    return {"threads": num_threads, "layers": layers, "T": num_tokens,
+            "per_layer_s": medians(per_layer), "per_layer_rounds_s": per_layer}
 
 
 def sorted_by_expert(layer: MoEFeedForward, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -610,6 +650,16 @@ def markdown(results: Dict) -> str:
                 + (f" | {sm['ours_expert_gemms'] * 1e3:.2f} | {sm['ours_expert_gemms'] / sm['dense']:.2f}x |"
                    if "ours_expert_gemms" in sm else " | n/a | n/a |")
             )
+        if ffn.get("stack"):
+            first = ffn["stack"][0]
+            per_thread = []
+            for stack in ffn["stack"]:
+                dense, ours = stack["per_layer_s"]["dense"], stack["per_layer_s"]["ours"]
+                per_thread.append(f"{stack['threads']} thread(s) dense {dense * 1e3:.2f}, ours "
+                                  f"{ours * 1e3:.2f} ({ours / dense:.2f}x)")
+            lines += ["", f"Inference on T={first['T']} through {first['layers']} FFN layers in "
+                      "turn, each with its own weights, as in an encoder (E=8), ms per layer: "
+                      + "; ".join(per_thread)]
         checks = next((r["output_check"] for r in ffn["runs"] if "output_check" in r), {})
         if checks:
             lines += ["", "Output check, same weights and input (max abs difference; mean |output| "
