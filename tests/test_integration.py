@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import editdistance
 import pytest
 
 from conftest import CONF, run_module
@@ -88,6 +89,24 @@ def test_train_decode_pack_and_load(prepared):
     )
     assert any(hyps.values()), "the trained model decodes every utterance to nothing"
     assert set(hyps) == {line.split()[0] for line in (dev / "wav.scp").read_text().splitlines()}
+
+    # ESPnet's int8 dynamic quantization for CPU decoding (every nn.Linear, the experts' too).
+    quantized = root / "decode_int8"
+    run_module(
+        "espnet_omni.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
+        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
+        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
+        "--output_dir", str(quantized), "--ctc_weight", "1.0", "--beam_size", "1",
+        "--lm_weight", "0.0", "--quantize_asr_model", "true", cwd=root,
+    )
+    quantized_hyps = dict(
+        (line.split(maxsplit=1) + [""])[:2]
+        for line in (quantized / "1best_recog" / "text").read_text().splitlines()
+    )
+    assert set(quantized_hyps) == set(hyps)
+    # int8 weights and activations move the scores a little: the same text up to a few characters.
+    errors = sum(editdistance.eval(quantized_hyps[utt], text) for utt, text in hyps.items())
+    assert errors <= 0.2 * sum(len(text) for text in hyps.values()), (quantized_hyps, hyps)
 
     # The best-path decoder's output is the model's own best path for each utterance. (In
     # batches of several, ESPnet's STFT sees padding in the last frames of shorter utterances.)

@@ -276,7 +276,7 @@ def test_fused_training_path_matches_the_modules(activation, top_k, capacity, mo
 
     fused, nodes = run()
     assert "_ExpertsOnSortedRowsBackward" in nodes
-    monkeypatch.setattr(fused_experts, "applies", lambda activation, x: False)
+    monkeypatch.setattr(fused_experts, "applies", lambda experts, x: False)
     modules, nodes = run()
     assert "_ExpertsOnSortedRowsBackward" not in nodes
     for got, want in zip(fused, modules):
@@ -507,6 +507,87 @@ def test_stacked_inference_weights_follow_updates_and_stay_out_of_the_state_dict
     with torch.no_grad():
         torch.testing.assert_close(layer(x)[0], reference())
     assert not any("stacked" in name for name in layer.state_dict())
+
+
+class LowRankAdapted(torch.nn.Linear):
+    """A Linear plus a trainable low-rank term, as LoRA wrappers (loralib.Linear) are."""
+
+    def __init__(self, linear: torch.nn.Linear, rank: int = 2):
+        super().__init__(linear.in_features, linear.out_features)
+        self.load_state_dict(linear.state_dict())
+        self.lora_a = torch.nn.Parameter(torch.randn(rank, linear.in_features) * 0.3)
+        self.lora_b = torch.nn.Parameter(torch.randn(linear.out_features, rank) * 0.3)
+
+    def forward(self, x):
+        return super().forward(x) + x @ self.lora_a.t() @ self.lora_b.t()
+
+
+def adapt_linears(feed_forwards):
+    for ff in feed_forwards:
+        ff.w_1, ff.w_2 = LowRankAdapted(ff.w_1), LowRankAdapted(ff.w_2)
+
+
+@pytest.mark.parametrize("kind", ["moe", "dense"])
+@pytest.mark.parametrize("training", [True, False])
+def test_linear_subclasses_run_their_own_forward(kind, training):
+    """The fast paths compute with a Linear's weight and bias; a layer that adds more (here a
+    low-rank term, as LoRA does) must be run, in training and in inference."""
+    torch.manual_seed(0)
+    if kind == "moe":
+        layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 32))
+        feed_forwards = list(layer.experts.experts)
+    else:
+        layer = FeedForward(16, 32)
+        feed_forwards = [layer]
+    adapt_linears(feed_forwards)
+    layer.train(training)
+    x = torch.randn(2, 9, 16)
+    with torch.set_grad_enabled(training):
+        out = layer(x)[0] if kind == "moe" else layer(x)
+
+    def by_hand(ff, rows):
+        return ff.w_2(ff.activation(ff.w_1(rows)))
+
+    with torch.no_grad():
+        if kind == "moe":
+            tokens = x.view(-1, 16)
+            routing = layer.router(tokens)
+            want = torch.stack([
+                gate * by_hand(feed_forwards[int(index)], token)
+                for token, index, gate in zip(tokens, routing.expert_index[:, 0], routing.gate[:, 0])
+            ])
+        else:
+            want = by_hand(layer, x)
+    torch.testing.assert_close(out.reshape(want.shape), want)
+    if training:
+        out.square().sum().backward()
+        low_rank = [p for ff in feed_forwards for p in (ff.w_1.lora_a, ff.w_2.lora_b)]
+        assert all(p.grad is not None for p in low_rank)
+        assert sum(p.grad.abs().sum() for p in low_rank) > 0
+
+
+@pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")
+@pytest.mark.filterwarnings("ignore:torch.quantize_per_tensor:UserWarning")
+@pytest.mark.parametrize("dtype", [torch.qint8, torch.float16])
+def test_dynamically_quantized_layers_run_their_own_forward(dtype):
+    """ESPnet's --quantize_asr_model swaps every nn.Linear for a dynamically quantized one; the
+    experts and the dense FFN then run those, also after float inference made the stacked and
+    prepacked copies (which quantize_dynamic's deep copy carries along)."""
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 64)).eval()
+    dense = FeedForward(16, 64).eval()
+    x = torch.randn(2, 9, 16)
+    with torch.no_grad():
+        want, want_dense = layer(x)[0], dense(x)
+        assert "_stacked_weights" in layer.experts.experts.__dict__
+        quantized = [torch.ao.quantization.quantize_dynamic(m, {torch.nn.Linear}, dtype=dtype)
+                     for m in (layer, dense)]
+        assert type(quantized[1].w_1) is not torch.nn.Linear
+        got, got_dense = quantized[0](x)[0], quantized[1](x)
+    tolerance = 0.05 if dtype == torch.qint8 else 2e-3
+    for value, reference in ((got, want), (got_dense, want_dense)):
+        assert not torch.equal(value, reference)  # the quantized weights were used
+        torch.testing.assert_close(value, reference, rtol=tolerance, atol=tolerance)
 
 
 def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():

@@ -30,9 +30,11 @@ import torch
 
 from espnet_omni.moe import fused_experts
 from espnet_omni.moe.prepacked import (
+    StackedExperts,
     can_use_prepacked,
     gather_padded_with_ones,
     grouped_mm_takes,
+    plain_linears,
     prepacked_linear,
     stacked_expert_weights,
 )
@@ -84,9 +86,9 @@ class FeedForward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., d)."""
-        if can_use_prepacked(self, x):
+        if can_use_prepacked(self, x) and plain_linears((self,)):
             return self.prepacked_forward(x)
-        if fused_experts.applies(self.activation, x):
+        if fused_experts.applies((self,), x):
             # Trained like the experts of a MoE layer: one expert on all rows.
             rows = x.reshape(-1, x.size(-1))
             return fused_experts.experts_on_sorted_rows(rows, [rows.size(0)], [self]).view_as(x)
@@ -95,8 +97,8 @@ class FeedForward(torch.nn.Module):
     def prepacked_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` for CPU inference, with the weights laid out once (see prepacked.py).
 
-        x: (..., d) -> (..., d). The caller checks ``can_use_prepacked``; dropout is off in
-        inference.
+        x: (..., d) -> (..., d). The caller checks ``can_use_prepacked`` and ``plain_linears``;
+        dropout is off in inference.
         """
         return prepacked_linear(self.w_2, self.inference_activation(prepacked_linear(self.w_1, x)))
 
@@ -165,10 +167,13 @@ class Experts(torch.nn.Module):
         self.stacked_inference = grouped_mm_takes(input_size, hidden_units)
 
     def uses_grouped_gemm(self, x: torch.Tensor) -> bool:
-        """Whether a forward on ``x`` takes the grouped path."""
+        """Whether a forward on ``x`` takes the grouped path (never with layers replaced by
+        other modules, see ``plain_linears``)."""
         if self.grouped_gemm is None:
-            return self.aligned and grouped_gemm_supported(x.device)
-        return self.grouped_gemm
+            wanted = self.aligned and grouped_gemm_supported(x.device)
+        else:
+            wanted = self.grouped_gemm
+        return wanted and plain_linears(self.experts)
 
     def forward(
         self,
@@ -208,8 +213,12 @@ class Experts(torch.nn.Module):
             token = order // top_k if top_k > 1 else order
             return self._grouped(x, token, sorted_expert, gate.reshape(-1).index_select(0, order))
         if self.stacked_inference and can_use_prepacked(self, x):
-            may_leave_unserved = token_mask is not None or capacity_factor is not None
-            return self._stacked_inference(x, order, sorted_expert, gate, may_leave_unserved)
+            stacked = stacked_expert_weights(self.experts)  # None: layers replaced
+            if stacked is not None:
+                may_leave_unserved = token_mask is not None or capacity_factor is not None
+                return self._stacked_inference(
+                    x, order, sorted_expert, gate, stacked, may_leave_unserved
+                )
         return self._looped(x, order, sorted_expert, gate)
 
     def _drop_over_capacity(
@@ -256,7 +265,7 @@ class Experts(torch.nn.Module):
         # One op for all counts: the split sizes are read on the host anyway.
         counts: List[int] = torch.bincount(sorted_expert, minlength=self.num_experts + 1).tolist()
         split_sizes, unserved = counts[:-1], counts[-1]
-        if fused_experts.applies(self.experts[0].activation, x):
+        if fused_experts.applies(self.experts, x):
             return self._fused(x, order, split_sizes, unserved, gate)
         if unserved:
             order = order[:-unserved]
@@ -307,6 +316,7 @@ class Experts(torch.nn.Module):
         order: torch.Tensor,
         sorted_expert: torch.Tensor,
         gate: torch.Tensor,
+        stacked: StackedExperts,
         may_leave_unserved: bool,
     ) -> torch.Tensor:
         """All experts in two float32 ``grouped_mm`` calls on weights stacked once with the
@@ -316,14 +326,15 @@ class Experts(torch.nn.Module):
 
         order: (N*k,) all assignments sorted by expert, unserved ones (padding, dropped) last,
         where ``grouped_mm`` leaves their rows undefined; sorted_expert: their experts (E for
-        unserved); gate: (N, k) as given to ``forward``; may_leave_unserved: whether padding
-        or a capacity can have sent assignments to the sentinel expert.
+        unserved); gate: (N, k) as given to ``forward``; stacked: the experts' weights from
+        ``stacked_expert_weights``; may_leave_unserved: whether padding or a capacity can have
+        sent assignments to the sentinel expert.
 
         The GEMMs stream all E experts' weights through the cache, after which each small op
         took 3-5x its warm time (E = 8, 250 rows), so this path keeps the op count low.
         """
         top_k = gate.size(-1)
-        w_1, w_2, activation = stacked_expert_weights(self.experts)
+        w_1, w_2, activation = stacked
         # Rows up to offsets[e] belong to experts <= e; unserved rows come after offsets[-1].
         offsets = torch.searchsorted(sorted_expert, self._expert_ends(x.device), out_int32=True)
         token = order // top_k if top_k > 1 else order

@@ -22,6 +22,8 @@ from typing import List, Sequence, Tuple
 
 import torch
 
+from espnet_omni.moe.prepacked import plain_linears
+
 
 def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     return torch.ops.aten.threshold_backward(grad, output, 0)
@@ -48,13 +50,16 @@ def _activation(module: torch.nn.Module):
     return _ACTIVATIONS.get(type(module))
 
 
-def applies(activation: torch.nn.Module, x: torch.Tensor) -> bool:
-    """Whether a forward on ``x`` trains through this module: autograd on, no autocast (its
-    per-op casts need the modules), and an activation whose backward is written here."""
+def applies(experts: Sequence[torch.nn.Module], x: torch.Tensor) -> bool:
+    """Whether a forward on ``x`` trains these ``FeedForward`` modules through this Function:
+    autograd on, no autocast (its per-op casts need the modules), an activation whose backward
+    is written here, and plain ``torch.nn.Linear`` layers (whose weights are all it computes
+    with; see ``prepacked.plain_linears``)."""
     return (
         torch.is_grad_enabled()
         and not torch.is_autocast_enabled(x.device.type)
-        and _activation(activation) is not None
+        and _activation(experts[0].activation) is not None
+        and plain_linears(experts)
     )
 
 

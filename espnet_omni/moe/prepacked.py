@@ -21,12 +21,28 @@ inference the weights do not change, so they are copied once into (in, out) orde
 
 The copies are plain attributes: not part of the state dict, never saved, and rebuilt when a
 weight is replaced (load_state_dict into a new tensor, ``.to()``) or modified in place (its
-version counter changes).
+version counter changes). They are made only of layers that are exactly ``torch.nn.Linear``
+(``plain_linears``).
 """
 
-from typing import Callable, List, NamedTuple, Optional
+from typing import Callable, Iterable, List, NamedTuple, Optional
 
 import torch
+
+
+def plain_linears(feed_forwards: Iterable[torch.nn.Module]) -> bool:
+    """Whether the linear layers ``w_1`` and ``w_2`` of every feed-forward module are exactly
+    ``torch.nn.Linear``.
+
+    The fast paths (these copies, the experts' training Function, the grouped GEMMs) read a
+    layer's weight and bias and bypass its forward. A layer replaced by something else, such as
+    a dynamically quantized one (ESPnet's ``--quantize_asr_model``) or a LoRA wrapper that adds
+    its own low-rank term, runs its own forward instead.
+    """
+    return all(
+        type(ff._modules["w_1"]) is torch.nn.Linear and type(ff._modules["w_2"]) is torch.nn.Linear
+        for ff in feed_forwards
+    )
 
 
 def can_use_prepacked(module: torch.nn.Module, x: torch.Tensor) -> bool:
@@ -98,7 +114,7 @@ class StackedExperts(NamedTuple):
     activation: Callable[[torch.Tensor], torch.Tensor]  # the experts' inference_activation
 
 
-def stacked_expert_weights(experts: torch.nn.ModuleList) -> StackedExperts:
+def stacked_expert_weights(experts: torch.nn.ModuleList) -> Optional[StackedExperts]:
     """The experts' two linear layers stacked for ``grouped_mm`` with their biases folded in,
     laid out once, and their activation.
 
@@ -108,9 +124,12 @@ def stacked_expert_weights(experts: torch.nn.ModuleList) -> StackedExperts:
     with ones to in' columns gets its bias from row ``in`` of w_1, which also sets hidden
     column ``hidden`` to 1 (activation(1) after the activation); row ``hidden`` of w_2 holds
     b_2 / activation(1) (every activation offered is 0 at 0 and not at 1). So the GEMMs add
-    both biases. Cached on ``experts``.
+    both biases. Cached on ``experts``. None where a layer is not exactly ``torch.nn.Linear``
+    (see ``plain_linears``).
     """
     key = _weights_key(experts)
+    if key is None:
+        return None
     cached: Optional[tuple] = experts.__dict__.get("_stacked_weights")
     if cached is None or cached[0] != key:
         layers = [(ff.w_1, ff.w_2) for ff in experts]
@@ -136,9 +155,10 @@ def stacked_expert_weights(experts: torch.nn.ModuleList) -> StackedExperts:
     return cached[1]
 
 
-def _weights_key(experts: torch.nn.ModuleList) -> List[int]:
+def _weights_key(experts: torch.nn.ModuleList) -> Optional[List[int]]:
     """Storage address and version counter of every weight and bias of the experts: the key
-    that tells whether their stacked copy is still current (checked on every call).
+    that tells whether their stacked copy is still current (checked on every call). None where
+    a layer is not exactly ``torch.nn.Linear``: the walk over the layers checks that too.
 
     Through _modules / _parameters with the four tensors named: nn.Module.__getattr__, or a
     walk over each Linear's parameters, would cost more than the check (9.7 against 17 us
@@ -147,6 +167,8 @@ def _weights_key(experts: torch.nn.ModuleList) -> List[int]:
     key: List[int] = []
     for expert in experts._modules.values():
         for linear in (expert._modules["w_1"], expert._modules["w_2"]):
+            if type(linear) is not torch.nn.Linear:
+                return None
             weight, bias = linear._parameters["weight"], linear._parameters["bias"]
             key += (weight.data_ptr(), weight._version, bias.data_ptr(), bias._version)
     return key
