@@ -17,7 +17,8 @@ Sections:
            with 1 and 2 threads (CPU). Outputs of the peers are compared with equal weights.
            Beside them the layer's parts that no dispatch can remove: the expert FFNs alone
            on tokens already sorted (training) and their two GEMMs alone (T=250 inference);
-           and T=250 inference through 12 layers in turn, each with its own weights (E=8).
+           and T=250 inference through 12 layers in turn, each with its own weights (E=8),
+           in float32 and (CPU) dynamically quantized to int8.
   encoder  a training step (fwd + bwd + Adam) of the Omni-router encoder vs its dense twin vs
            ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s.
   decode   real-time factor of greedy CTC decoding with the demo models of the recipe
@@ -35,6 +36,7 @@ import platform
 import statistics
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -264,11 +266,21 @@ def ffn_stacks(
     d: int, f: int, layers: int, device: torch.device
 ) -> Dict[str, List[torch.nn.Module]]:
     """``layers`` dense FFNs and ``layers`` E=8 MoE layers, each with its own weights, in eval
-    mode: the FFNs of an encoder, run one after another."""
-    return {
+    mode: the FFNs of an encoder, run one after another. On CPU also both with every Linear
+    dynamically quantized to int8, as ESPnet's ``asr_inference --quantize_asr_model true`` does."""
+    stacks = {
         "dense": [PositionwiseFeedForward(d, f, 0.0).to(device).eval() for _ in range(layers)],
         "ours": [moe_layer(d, f, 8, device, zero_bias=True).eval() for _ in range(layers)],
     }
+    if device.type == "cpu":
+        with warnings.catch_warnings():  # torch.ao.quantization's deprecation notices
+            warnings.simplefilter("ignore")
+            for name in ("dense", "ours"):
+                stacks[f"{name}_int8"] = [
+                    torch.ao.quantization.quantize_dynamic(layer, {torch.nn.Linear}, torch.qint8)
+                    for layer in stacks[name]
+                ]
+    return stacks
 
 
 def bench_ffn_stack(stacks: Dict[str, List[torch.nn.Module]], num_tokens: int, num_threads: int,
@@ -654,12 +666,15 @@ def markdown(results: Dict) -> str:
             first = ffn["stack"][0]
             per_thread = []
             for stack in ffn["stack"]:
-                dense, ours = stack["per_layer_s"]["dense"], stack["per_layer_s"]["ours"]
-                per_thread.append(f"{stack['threads']} thread(s) dense {dense * 1e3:.2f}, ours "
-                                  f"{ours * 1e3:.2f} ({ours / dense:.2f}x)")
+                per_layer = stack["per_layer_s"]
+                dense = per_layer["dense"]
+                per_thread.append(f"{stack['threads']} thread(s) " + ", ".join(
+                    f"{name} {seconds * 1e3:.2f} ({seconds / dense:.2f}x)"
+                    for name, seconds in per_layer.items()))
             lines += ["", f"Inference on T={first['T']} through {first['layers']} FFN layers in "
-                      "turn, each with its own weights, as in an encoder (E=8), ms per layer: "
-                      + "; ".join(per_thread)]
+                      "turn, each with its own weights, as in an encoder (E=8), ms per layer and "
+                      "ratio to the float32 dense FFN; _int8 = every Linear dynamically quantized "
+                      "(ESPnet's `--quantize_asr_model true`): " + "; ".join(per_thread)]
         checks = next((r["output_check"] for r in ffn["runs"] if "output_check" in r), {})
         if checks:
             lines += ["", "Output check, same weights and input (max abs difference; mean |output| "
