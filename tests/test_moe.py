@@ -4,6 +4,7 @@ import copy
 
 import pytest
 import torch
+from torch.nn.utils import prune
 
 from espnet_omni.analysis.routing_stats import decision_nmi, routing_health
 from espnet_omni.moe import fused_experts
@@ -564,6 +565,55 @@ def test_linear_subclasses_run_their_own_forward(kind, training):
         low_rank = [p for ff in feed_forwards for p in (ff.w_1.lora_a, ff.w_2.lora_b)]
         assert all(p.grad is not None for p in low_rank)
         assert sum(p.grad.abs().sum() for p in low_rank) > 0
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_forward_hooks_on_experts_and_their_layers_fire(training):
+    """A hook on an expert or on one of its Linear layers (to record what it computes) sees
+    every call with that expert's tokens, in training and in inference."""
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 32)).train(training)
+    x = torch.randn(2, 9, 16)
+    seen = {}
+
+    def record(name):
+        def hook(module, inputs, output):
+            seen[name] = output.detach().clone()
+        return hook
+
+    expert = layer.experts.experts[1]
+    expert.register_forward_hook(record("expert"))
+    expert.w_1.register_forward_hook(record("w_1"))
+    with torch.set_grad_enabled(training):
+        layer(x)
+    tokens = x.view(-1, 16)[layer.router(x.view(-1, 16)).expert_index[:, 0] == 1]
+    assert tokens.size(0) > 0
+    with torch.no_grad():
+        torch.testing.assert_close(seen["w_1"], expert.w_1(tokens))
+        torch.testing.assert_close(seen["expert"], expert.w_2(expert.activation(expert.w_1(tokens))))
+
+
+def test_pruned_experts_use_their_masked_weights():
+    """torch.nn.utils.prune keeps the Linear but recomputes its weight in a forward pre-hook."""
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 32)).eval()
+    x = torch.randn(2, 9, 16)
+    tokens = x.view(-1, 16)
+    with torch.no_grad():
+        unpruned = layer(x)[0]
+        for expert in layer.experts.experts:
+            prune.l1_unstructured(expert.w_1, "weight", amount=0.5)
+        pruned = layer(x)[0]
+        routing = layer.router(tokens)
+        reference = torch.stack([
+            gate * ff.w_2(ff.activation(torch.nn.functional.linear(
+                token, ff.w_1.weight_orig * ff.w_1.weight_mask, ff.w_1.bias)))
+            for token, ff, gate in zip(
+                tokens, (layer.experts.experts[int(e)] for e in routing.expert_index[:, 0]),
+                routing.gate[:, 0])
+        ])
+    assert not torch.equal(pruned, unpruned)
+    torch.testing.assert_close(pruned.view_as(reference), reference)
 
 
 @pytest.mark.filterwarnings("ignore:torch.ao.quantization is deprecated:DeprecationWarning")

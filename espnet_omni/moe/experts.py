@@ -34,7 +34,7 @@ from espnet_omni.moe.prepacked import (
     can_use_prepacked,
     gather_padded_with_ones,
     grouped_mm_takes,
-    plain_linears,
+    plain_feed_forwards,
     prepacked_linear,
     stacked_expert_weights,
 )
@@ -86,7 +86,7 @@ class FeedForward(torch.nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(..., d) -> (..., d)."""
-        if can_use_prepacked(self, x) and plain_linears((self,)):
+        if can_use_prepacked(self, x) and plain_feed_forwards((self,)):
             return self.prepacked_forward(x)
         if fused_experts.applies((self,), x):
             # Trained like the experts of a MoE layer: one expert on all rows.
@@ -97,8 +97,8 @@ class FeedForward(torch.nn.Module):
     def prepacked_forward(self, x: torch.Tensor) -> torch.Tensor:
         """``forward`` for CPU inference, with the weights laid out once (see prepacked.py).
 
-        x: (..., d) -> (..., d). The caller checks ``can_use_prepacked`` and ``plain_linears``;
-        dropout is off in inference.
+        x: (..., d) -> (..., d). The caller checks ``can_use_prepacked`` and
+        ``plain_feed_forwards``; dropout is off in inference.
         """
         return prepacked_linear(self.w_2, self.inference_activation(prepacked_linear(self.w_1, x)))
 
@@ -167,13 +167,13 @@ class Experts(torch.nn.Module):
         self.stacked_inference = grouped_mm_takes(input_size, hidden_units)
 
     def uses_grouped_gemm(self, x: torch.Tensor) -> bool:
-        """Whether a forward on ``x`` takes the grouped path (never with layers replaced by
-        other modules, see ``plain_linears``)."""
+        """Whether a forward on ``x`` takes the grouped path (only with plain experts, see
+        ``plain_feed_forwards``)."""
         if self.grouped_gemm is None:
             wanted = self.aligned and grouped_gemm_supported(x.device)
         else:
             wanted = self.grouped_gemm
-        return wanted and plain_linears(self.experts)
+        return wanted and plain_feed_forwards(self.experts)
 
     def forward(
         self,
@@ -213,7 +213,7 @@ class Experts(torch.nn.Module):
             token = order // top_k if top_k > 1 else order
             return self._grouped(x, token, sorted_expert, gate.reshape(-1).index_select(0, order))
         if self.stacked_inference and can_use_prepacked(self, x):
-            stacked = stacked_expert_weights(self.experts)  # None: layers replaced
+            stacked = stacked_expert_weights(self.experts)  # None unless plain
             if stacked is not None:
                 may_leave_unserved = token_mask is not None or capacity_factor is not None
                 return self._stacked_inference(

@@ -22,7 +22,7 @@ from typing import List, Sequence, Tuple
 
 import torch
 
-from espnet_omni.moe.prepacked import plain_linears
+from espnet_omni.moe.prepacked import plain_feed_forwards
 
 
 def _relu_backward(grad: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
@@ -53,13 +53,13 @@ def _activation(module: torch.nn.Module):
 def applies(experts: Sequence[torch.nn.Module], x: torch.Tensor) -> bool:
     """Whether a forward on ``x`` trains these ``FeedForward`` modules through this Function:
     autograd on, no autocast (its per-op casts need the modules), an activation whose backward
-    is written here, and plain ``torch.nn.Linear`` layers (whose weights are all it computes
-    with; see ``prepacked.plain_linears``)."""
+    is written here, and modules computed from their weights alone
+    (``prepacked.plain_feed_forwards``)."""
     return (
         torch.is_grad_enabled()
         and not torch.is_autocast_enabled(x.device.type)
         and _activation(experts[0].activation) is not None
-        and plain_linears(experts)
+        and plain_feed_forwards(experts)
     )
 
 

@@ -21,8 +21,7 @@ inference the weights do not change, so they are copied once into (in, out) orde
 
 The copies are plain attributes: not part of the state dict, never saved, and rebuilt when a
 weight is replaced (load_state_dict into a new tensor, ``.to()``) or modified in place (its
-version counter changes). They are made only of layers that are exactly ``torch.nn.Linear``
-(``plain_linears``).
+version counter changes). They are made only of plain layers (``plain_feed_forwards``).
 """
 
 from typing import Callable, Iterable, List, NamedTuple, Optional
@@ -30,18 +29,33 @@ from typing import Callable, Iterable, List, NamedTuple, Optional
 import torch
 
 
-def plain_linears(feed_forwards: Iterable[torch.nn.Module]) -> bool:
-    """Whether the linear layers ``w_1`` and ``w_2`` of every feed-forward module are exactly
-    ``torch.nn.Linear``.
+def plain_feed_forwards(feed_forwards: Iterable[torch.nn.Module]) -> bool:
+    """Whether every feed-forward module can be computed from its weights alone: its ``w_1``
+    and ``w_2`` are exactly ``torch.nn.Linear`` with a weight and a bias, and no forward hook
+    is registered on it or on them.
 
-    The fast paths (these copies, the experts' training Function, the grouped GEMMs) read a
-    layer's weight and bias and bypass its forward. A layer replaced by something else, such as
-    a dynamically quantized one (ESPnet's ``--quantize_asr_model``) or a LoRA wrapper that adds
-    its own low-rank term, runs its own forward instead.
+    The fast paths (these copies, the experts' training Function, the grouped GEMMs) read the
+    layers' weights and biases and call neither the layers nor the expert modules. A layer
+    replaced by something else, such as a dynamically quantized one (ESPnet's
+    ``--quantize_asr_model``) or a LoRA wrapper that adds its own low-rank term, and a module
+    someone hooks (to record the experts' activations, say), run their own forward instead.
     """
-    return all(
-        type(ff._modules["w_1"]) is torch.nn.Linear and type(ff._modules["w_2"]) is torch.nn.Linear
-        for ff in feed_forwards
+    return all(_plain(ff) for ff in feed_forwards)
+
+
+def _plain(ff: torch.nn.Module) -> bool:
+    # Written out flat: the stacked inference path checks every expert on every call.
+    w_1, w_2 = ff._modules["w_1"], ff._modules["w_2"]
+    return (
+        type(w_1) is torch.nn.Linear
+        and type(w_2) is torch.nn.Linear
+        and not (ff._forward_hooks or ff._forward_pre_hooks)
+        and not (w_1._forward_hooks or w_1._forward_pre_hooks)
+        and not (w_2._forward_hooks or w_2._forward_pre_hooks)
+        and w_1._parameters.get("weight") is not None
+        and w_1._parameters.get("bias") is not None
+        and w_2._parameters.get("weight") is not None
+        and w_2._parameters.get("bias") is not None
     )
 
 
@@ -124,8 +138,8 @@ def stacked_expert_weights(experts: torch.nn.ModuleList) -> Optional[StackedExpe
     with ones to in' columns gets its bias from row ``in`` of w_1, which also sets hidden
     column ``hidden`` to 1 (activation(1) after the activation); row ``hidden`` of w_2 holds
     b_2 / activation(1) (every activation offered is 0 at 0 and not at 1). So the GEMMs add
-    both biases. Cached on ``experts``. None where a layer is not exactly ``torch.nn.Linear``
-    (see ``plain_linears``).
+    both biases. Cached on ``experts``. None unless the experts are plain
+    (``plain_feed_forwards``).
     """
     key = _weights_key(experts)
     if key is None:
@@ -157,8 +171,8 @@ def stacked_expert_weights(experts: torch.nn.ModuleList) -> Optional[StackedExpe
 
 def _weights_key(experts: torch.nn.ModuleList) -> Optional[List[int]]:
     """Storage address and version counter of every weight and bias of the experts: the key
-    that tells whether their stacked copy is still current (checked on every call). None where
-    a layer is not exactly ``torch.nn.Linear``: the walk over the layers checks that too.
+    that tells whether their stacked copy is still current (checked on every call). None unless
+    the experts are plain (``plain_feed_forwards``), which the same walk checks.
 
     Through _modules / _parameters with the four tensors named: nn.Module.__getattr__, or a
     walk over each Linear's parameters, would cost more than the check (9.7 against 17 us
@@ -166,9 +180,9 @@ def _weights_key(experts: torch.nn.ModuleList) -> Optional[List[int]]:
     """
     key: List[int] = []
     for expert in experts._modules.values():
+        if not _plain(expert):
+            return None
         for linear in (expert._modules["w_1"], expert._modules["w_2"]):
-            if type(linear) is not torch.nn.Linear:
-                return None
             weight, bias = linear._parameters["weight"], linear._parameters["bias"]
             key += (weight.data_ptr(), weight._version, bias.data_ptr(), bias._version)
     return key
