@@ -174,9 +174,9 @@ def _weights_key(experts: torch.nn.ModuleList) -> Optional[List[int]]:
     that tells whether their stacked copy is still current (checked on every call). None unless
     the experts are plain (``plain_feed_forwards``), which the same walk checks.
 
-    Through _modules / _parameters with the four tensors named: nn.Module.__getattr__, or a
-    walk over each Linear's parameters, would cost more than the check (9.7 against 17 us
-    for 8 experts).
+    Through _modules / _parameters with the four tensors named: nn.Module.__getattr__ would
+    cost more than the check (8 experts: 10.4-11.5 us for this walk, plainness included, against
+    49-51 us for the key alone through attribute lookups).
     """
     key: List[int] = []
     for expert in experts._modules.values():
