@@ -1,5 +1,6 @@
 """Bad configuration values fail with a message naming the field and what to do."""
 
+import re
 import subprocess
 import sys
 
@@ -7,7 +8,7 @@ import pytest
 import yaml
 
 import espnet_omni  # noqa: F401
-from espnet_omni.bin import asr_inference, asr_train
+from espnet_omni.bin import asr_inference, asr_inference_ctc, asr_train
 
 from conftest import CONF
 
@@ -68,6 +69,25 @@ def test_unknown_encoder_in_stored_config_says_what_to_do(tmp_path, capsys):
     assert str(stored) in message
     assert "encoder 'omni_ruter' is not a registered encoder" in message
     assert "Did you mean 'omni_router'?" in message
+
+
+@pytest.mark.parametrize(
+    "options, pattern",
+    [
+        (["--ngpu", "1"], r"--quantize_asr_model: .* run on the CPU, use --ngpu 0"),
+        (["--quantize_modules", "Linear", "Linnear"], r"--quantize_modules: \['Linnear'\] are not"),
+    ],
+)
+def test_greedy_decoder_rejects_bad_quantization_options(tmp_path, capsys, options, pattern):
+    with pytest.raises(SystemExit):
+        asr_inference_ctc.main([
+            "--asr_train_config", str(tmp_path / "config.yaml"), "--asr_model_file",
+            str(tmp_path / "model.pth"), "--output_dir", str(tmp_path / "out"),
+            "--data_path_and_name_and_type", f"{tmp_path}/wav.scp,speech,sound",
+            "--quantize_asr_model", "true", *options,
+        ])
+    assert re.search(pattern, capsys.readouterr().err)
+    assert not (tmp_path / "out").exists()
 
 
 def test_registration_is_idempotent_and_type_checked():

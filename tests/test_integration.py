@@ -140,6 +140,18 @@ def test_train_decode_pack_and_load(prepared):
     assert batched == alone and len(alone) == len(hyps)
     assert any(alone.values())
 
+    greedy_int8 = root / "decode_greedy_int8"
+    run_module(
+        "espnet_omni.bin.asr_inference_ctc", "--batch_size", "1", "--ngpu", "0",
+        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
+        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
+        "--output_dir", str(greedy_int8), "--quantize_asr_model", "true", cwd=root,
+    )
+    int8 = {l.split()[0]: l.split()[1:] for l in (greedy_int8 / "1best_recog" / "token_int").read_text().splitlines()}
+    assert set(int8) == set(alone)
+    errors = sum(editdistance.eval(int8[utt], ids) for utt, ids in alone.items())
+    assert errors <= 0.2 * sum(len(ids) for ids in alone.values()), (int8, alone)
+
     run_module(
         "espnet2.bin.pack", "asr", "--asr_train_config", "exp/config.yaml",
         "--asr_model_file", "exp/valid.cer_ctc.best.pth",
