@@ -103,3 +103,21 @@ def test_unknown_option_is_rejected(smoke):
     root, _ = smoke
     proc = run_recipe(root, "--stgae", "3", check=False)
     assert proc.returncode != 0 and "unknown option --stgae" in proc.stderr
+
+
+@pytest.mark.timeout(1200)
+def test_inference_args_decode_into_their_own_directory(smoke):
+    """As in ESPnet's asr.sh: --inference_args names the decoding directory, so an int8 decode
+    (ESPnet's --quantize_asr_model) sits beside the float32 one instead of replacing it."""
+    root, _ = smoke
+    model_dir = root / "smoke" / "exp" / "asr_omni_router"
+    float_hyps = model_dir / "decode_ctc_lm_lm_rnn_valid.cer_ctc.best" / "test_clean" / "text"
+    before = float_hyps.read_text()
+    run_recipe(root, "--stage", "7", "--stop_stage", "9", "--models", "omni_router",
+               "--inference_args", "--quantize_asr_model true")
+    int8_dir = model_dir / "decode_ctc_lm_quantize_asr_modeltrue_lm_rnn_valid.cer_ctc.best"
+    int8_hyps = (int8_dir / "test_clean" / "text").read_text()
+    assert float_hyps.read_text() == before
+    assert [line.split()[0] for line in int8_hyps.splitlines()] == [
+        line.split()[0] for line in before.splitlines()]
+    assert "Use quantized asr model" in (int8_dir / "logdir" / "asr_inference.1.log").read_text()

@@ -130,6 +130,10 @@ else
     echo "$0: --inference_tool must be greedy_ctc or beam_search, got '${inference_tool}'" >&2
     exit 1
 fi
+# As ESPnet's asr.sh: extra decoding arguments name their own decoding directory.
+if [ -n "${inference_args}" ]; then
+    inference_tag+="$(echo "${inference_args}" | sed -e "s/--/\_/g" -e "s/[ |=/]//g")"
+fi
 lm_tag=$(basename "${lm_config}" .yaml)
 lm_tag=lm_${lm_tag#train_lm_}
 lm_exp=${expdir}/${lm_tag}
