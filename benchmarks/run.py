@@ -1,6 +1,6 @@
 """Speed and memory of espnet-omni's MoE layer and encoders, measured side by side.
 
-    .venv/bin/python benchmarks/run.py                  # everything: 3-4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run.py                  # everything: under 4 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run.py --sections ffn   # one part (ffn, encoder, decode, memory)
     .venv/bin/python benchmarks/run.py --device cuda    # on a GPU (bf16 autocast, absolute times)
 
