@@ -75,48 +75,42 @@ def test_train_decode_pack_and_load(prepared):
     images = {p.name for p in (exp / "images").glob("*.png")}
     assert {"loss_lb.png", "loss_z.png", "route_entropy_b1.png", "route_nmi.png"} <= images, images
 
-    decode = root / "decode"
-    run_module(
-        "espnet_omni.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
-        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
-        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
-        "--output_dir", str(decode), "--ctc_weight", "1.0", "--beam_size", "1",
-        "--lm_weight", "0.0", cwd=root,
-    )
-    hyps = dict(
-        (line.split(maxsplit=1) + [""])[:2]
-        for line in (decode / "1best_recog" / "text").read_text().splitlines()
-    )
+    def decode(module, name, *options):
+        """Decode the dev set one utterance at a time with the trained model into root/name."""
+        run_module(
+            module, "--batch_size", "1", "--ngpu", "0",
+            "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
+            "--asr_train_config", "exp/config.yaml",
+            "--asr_model_file", "exp/valid.cer_ctc.best.pth",
+            "--output_dir", str(root / name), *options, cwd=root,
+        )
+        return root / name / "1best_recog"
+
+    def assert_int8_close(quantized, reference):
+        """int8 weights and activations move the scores a little: the same output up to a
+        few characters or tokens."""
+        assert set(quantized) == set(reference)
+        errors = sum(editdistance.eval(quantized[utt], out) for utt, out in reference.items())
+        assert errors <= 0.2 * sum(len(out) for out in reference.values()), (quantized, reference)
+
+    def read_text(best):
+        return dict((line.split(maxsplit=1) + [""])[:2] for line in (best / "text").read_text().splitlines())
+
+    def read_token_ids(best):
+        return {l.split()[0]: l.split()[1:] for l in (best / "token_int").read_text().splitlines()}
+
+    beam_args = ("--ctc_weight", "1.0", "--beam_size", "1", "--lm_weight", "0.0")
+    hyps = read_text(decode("espnet_omni.bin.asr_inference", "decode", *beam_args))
     assert any(hyps.values()), "the trained model decodes every utterance to nothing"
     assert set(hyps) == {line.split()[0] for line in (dev / "wav.scp").read_text().splitlines()}
 
     # ESPnet's int8 dynamic quantization for CPU decoding (every nn.Linear, the experts' too).
-    quantized = root / "decode_int8"
-    run_module(
-        "espnet_omni.bin.asr_inference", "--batch_size", "1", "--ngpu", "0",
-        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
-        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
-        "--output_dir", str(quantized), "--ctc_weight", "1.0", "--beam_size", "1",
-        "--lm_weight", "0.0", "--quantize_asr_model", "true", cwd=root,
-    )
-    quantized_hyps = dict(
-        (line.split(maxsplit=1) + [""])[:2]
-        for line in (quantized / "1best_recog" / "text").read_text().splitlines()
-    )
-    assert set(quantized_hyps) == set(hyps)
-    # int8 weights and activations move the scores a little: the same text up to a few characters.
-    errors = sum(editdistance.eval(quantized_hyps[utt], text) for utt, text in hyps.items())
-    assert errors <= 0.2 * sum(len(text) for text in hyps.values()), (quantized_hyps, hyps)
+    assert_int8_close(read_text(decode("espnet_omni.bin.asr_inference", "decode_int8", *beam_args,
+                                       "--quantize_asr_model", "true")), hyps)
 
     # The best-path decoder's output is the model's own best path for each utterance. (In
     # batches of several, ESPnet's STFT sees padding in the last frames of shorter utterances.)
-    greedy = root / "decode_greedy"
-    run_module(
-        "espnet_omni.bin.asr_inference_ctc", "--batch_size", "1", "--ngpu", "0",
-        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
-        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
-        "--output_dir", str(greedy), cwd=root,
-    )
+    batched = read_token_ids(decode("espnet_omni.bin.asr_inference_ctc", "decode_greedy"))
     check = root / "greedy_alone.py"
     check.write_text(
         "import sys, soundfile, torch\n"
@@ -136,21 +130,10 @@ def test_train_decode_pack_and_load(prepared):
     alone = subprocess.run([sys.executable, str(check), str(dev / "wav.scp")], cwd=root,
                            capture_output=True, text=True, check=True).stdout
     alone = {l.split()[0]: l.split()[1:] for l in alone.splitlines() if l.split()[:1] and l.split()[0] in hyps}
-    batched = {l.split()[0]: l.split()[1:] for l in (greedy / "1best_recog" / "token_int").read_text().splitlines()}
     assert batched == alone and len(alone) == len(hyps)
     assert any(alone.values())
-
-    greedy_int8 = root / "decode_greedy_int8"
-    run_module(
-        "espnet_omni.bin.asr_inference_ctc", "--batch_size", "1", "--ngpu", "0",
-        "--data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
-        "--asr_train_config", "exp/config.yaml", "--asr_model_file", "exp/valid.cer_ctc.best.pth",
-        "--output_dir", str(greedy_int8), "--quantize_asr_model", "true", cwd=root,
-    )
-    int8 = {l.split()[0]: l.split()[1:] for l in (greedy_int8 / "1best_recog" / "token_int").read_text().splitlines()}
-    assert set(int8) == set(alone)
-    errors = sum(editdistance.eval(int8[utt], ids) for utt, ids in alone.items())
-    assert errors <= 0.2 * sum(len(ids) for ids in alone.values()), (int8, alone)
+    assert_int8_close(read_token_ids(decode("espnet_omni.bin.asr_inference_ctc", "decode_greedy_int8",
+                                            "--quantize_asr_model", "true")), alone)
 
     run_module(
         "espnet2.bin.pack", "asr", "--asr_train_config", "exp/config.yaml",
