@@ -20,7 +20,8 @@ Sections:
            and T=250 inference through 12 layers in turn, each with its own weights (E=8),
            in float32 and (CPU) dynamically quantized to int8.
   encoder  a training step (fwd + bwd + Adam) of the Omni-router encoder vs its dense twin vs
-           ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s.
+           ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s,
+           all with the 4x frame stacking of the project's configs.
   decode   real-time factor of greedy CTC decoding with the demo models of the recipe
            (egs2/omni_asr/asr1/conf), one utterance at a time, one thread.
   memory   activation memory (bytes saved for backward) of one MoE layer as E grows, and peak
@@ -100,6 +101,19 @@ def interleaved_times(
             synchronize(device)
             times[name].append((time.perf_counter() - start) / calls)
     return times
+
+
+def calls_per_round(fn: Callable[[], object], device: torch.device, seconds: float) -> int:
+    """How many calls of ``fn`` take about ``seconds`` (at least 5): a call of a few ms is timed
+    in groups, so that the clock's and Python's overheads stay small, and a slower machine
+    runs fewer of them."""
+    fn()
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(3):
+        fn()
+    synchronize(device)
+    return max(5, round(seconds / ((time.perf_counter() - start) / 3)))
 
 
 def medians(times: Dict[str, List[float]]) -> Dict[str, float]:
@@ -234,9 +248,7 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
             xi = x.detach()
             x_small = torch.randn(small, d, device=device)
             forward = {"dense": infer(dense, xi), "dense_prepacked": infer(packed_dense, xi),
-                       "ours": infer(moe, xi, reshape=True), "einsum": infer(einsum, xi)}
-            if hf is not None:
-                forward["hf_switch"] = infer(hf, xi, reshape=True)
+                       "ours": infer(moe, xi, reshape=True)}
             fwd = medians(interleaved_times(forward, device, repeats))
             small_candidates = {
                 "dense": infer(dense, x_small), "dense_prepacked": infer(packed_dense, x_small),
@@ -244,11 +256,12 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
             }
             if device.type == "cpu":
                 small_candidates["ours_expert_gemms"] = expert_gemms_only(moe, x_small)
-            small_rounds = interleaved_times(small_candidates, device, repeats * 3, calls=20)
+            calls = calls_per_round(small_candidates["dense"], device, SMALL_ROUND_S)
+            small_rounds = interleaved_times(small_candidates, device, repeats * 3, calls=calls)
             fwdbwd, small_fwd = medians(fwdbwd_rounds), medians(small_rounds)
             run = {"threads": num_threads, "E": num_experts, "fwdbwd_s": fwdbwd, "fwd_s": fwd,
-                   "infer_T250_s": small_fwd, "fwdbwd_rounds_s": fwdbwd_rounds,
-                   "infer_T250_rounds_s": small_rounds}
+                   "infer_T250_s": small_fwd, "infer_T250_calls": calls,
+                   "fwdbwd_rounds_s": fwdbwd_rounds, "infer_T250_rounds_s": small_rounds}
             if num_threads == threads[0] and num_experts == 8:
                 run["output_check"] = check_peer_outputs(moe, einsum, hf, xi)
             results["runs"].append(run)
@@ -260,6 +273,8 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
 
 
 STACK_LAYERS = 12
+# Seconds of the dense FFN per round of T=250 inference (20 calls on the 2-core Xeon).
+SMALL_ROUND_S = 0.04
 
 
 def ffn_stacks(
@@ -367,32 +382,49 @@ def check_peer_outputs(moe, einsum, hf, x) -> Dict[str, float]:
 
 
 def build_encoder(kind: str, num_experts: int, size: Dict, device: torch.device):
+    """One of the benchmarked encoders, all with 4x frame stacking as in the project's configs:
+    ours through ``input_layer: stack`` on the fbank frames, ESPnet's stock encoder, which has
+    no stacking layer, through its ``linear`` input layer on frames stacked beforehand
+    (``stack_frames``)."""
     from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 
     from espnet_omni.encoder import DenseTransformerEncoder, OmniRouterEncoder
 
     common = dict(output_size=size["d"], attention_heads=size["heads"], linear_units=size["f"],
-                  num_blocks=size["blocks"], input_layer="conv2d")
+                  num_blocks=size["blocks"])
     if kind == "espnet_transformer":
-        encoder = TransformerEncoder(size["idim"], **common)
-    elif kind == "dense_transformer":
-        encoder = DenseTransformerEncoder(size["idim"], **common)
+        encoder = TransformerEncoder(size["idim"] * size["stack"], input_layer="linear", **common)
     else:
-        encoder = OmniRouterEncoder(size["idim"], num_experts=num_experts, **common)
+        ours = dict(input_layer="stack", stack_frames=size["stack"], **common)
+        if kind == "dense_transformer":
+            encoder = DenseTransformerEncoder(size["idim"], **ours)
+        else:
+            encoder = OmniRouterEncoder(size["idim"], num_experts=num_experts, **ours)
     return encoder.to(device)
 
 
-def bench_encoder(device: torch.device, repeats: int) -> Dict:
+def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, stride: int):
+    """(B, T, D) frames and (B,) lengths -> (B, T / stride, D * stride) groups of ``stride``
+    frames and their (B,) counts; T a multiple of ``stride``."""
+    batch, frames, dim = feats.shape
+    return feats.reshape(batch, frames // stride, dim * stride), (lengths + stride - 1) // stride
+
+
+def bench_encoder(device: torch.device, num_threads: int, repeats: int) -> Dict:
     """One training step (fwd, CTC loss, bwd, Adam) per encoder on 16 x 10 s of fbank."""
     from espnet2.asr.ctc import CTC
 
-    size = dict(idim=80, d=256, heads=4, f=1024, blocks=12, vocab=500, batch=16, frames=1000)
+    torch.set_num_threads(num_threads)
+
+    size = dict(idim=80, stack=4, d=256, heads=4, f=1024, blocks=12, vocab=500, batch=16,
+                frames=1000)
     torch.manual_seed(0)
     feats = torch.randn(size["batch"], size["frames"], size["idim"], device=device)
     lengths = torch.full((size["batch"],), size["frames"], device=device)
     lengths[1::2] = int(size["frames"] * 0.8)  # some padding, as in a real batch
     target = torch.randint(1, size["vocab"], (size["batch"], 60), device=device)
     target_lengths = torch.full((size["batch"],), 60, device=device)
+    stacked = stack_frames(feats, lengths, size["stack"])
 
     steps = {}
     params = {}
@@ -403,9 +435,11 @@ def bench_encoder(device: torch.device, repeats: int) -> Dict:
         optimizer = torch.optim.Adam(modules.parameters(), lr=1e-4)
         params[kind] = sum(p.numel() for p in modules.parameters())
 
-        def step(encoder=encoder, ctc=ctc, optimizer=optimizer):
+        inputs = stacked if kind == "espnet_transformer" else (feats, lengths)
+
+        def step(encoder=encoder, ctc=ctc, optimizer=optimizer, inputs=inputs):
             with autocast_for(device):
-                out, out_lengths, _ = encoder(feats, lengths)
+                out, out_lengths, _ = encoder(*inputs)
             loss = ctc(out.float(), out_lengths, target, target_lengths)
             optimizer.zero_grad()
             loss.backward()
@@ -626,7 +660,8 @@ def round_quartiles(results: Dict) -> Dict[str, Tuple[float, float]]:
 
 
 def markdown(results: Dict) -> str:
-    lines = [f"Machine: {results['machine']}; torch {results['torch']}; device {results['device']}.", ""]
+    lines = [f"Machine: {results['machine']}; torch {results['torch']}; device {results['device']}; "
+             f"run {results['seconds']:.0f} s.", ""]
     if "ffn" in results:
         ffn = results["ffn"]
         lines += [
@@ -683,7 +718,7 @@ def markdown(results: Dict) -> str:
     if "encoder" in results:
         enc = results["encoder"]
         size, step = enc["size"], enc["step_s"]
-        lines += ["", f"**Encoder training step** (conv2d front end, d={size['d']}, {size['blocks']} "
+        lines += ["", f"**Encoder training step** ({size['stack']}x frame stacking, d={size['d']}, {size['blocks']} "
                   f"blocks, FFN {size['f']}, {enc['experts']} experts, CTC {size['vocab']}; batch "
                   f"{size['batch']} x 10 s; Adam; {enc['threads']} threads):", "",
                   "| encoder | parameters | s / step | ratio to dense twin |", "| --- | --- | --- | --- |"]
@@ -765,15 +800,20 @@ def main(argv: Optional[List[str]] = None) -> None:
         "steady_allocator": device.type == "cpu" and steady_cpu_allocator(),
     }
     start = time.perf_counter()
-    if "ffn" in args.sections:
-        results["ffn"] = bench_ffn(device, args.threads if device.type == "cpu" else [1], args.repeats)
-    if "encoder" in args.sections:
-        torch.set_num_threads(args.threads[-1])
-        results["encoder"] = bench_encoder(device, max(3, args.repeats // 2))
-    if "decode" in args.sections:
-        results["decode"] = bench_decode(device, args.repeats)
-    if "memory" in args.sections:
-        results["memory"] = bench_memory(device)
+    sections = {
+        "ffn": lambda: bench_ffn(
+            device, args.threads if device.type == "cpu" else [1], args.repeats
+        ),
+        "encoder": lambda: bench_encoder(device, args.threads[-1], max(3, args.repeats // 2)),
+        "decode": lambda: bench_decode(device, args.repeats),
+        "memory": lambda: bench_memory(device),
+    }
+    results["section_seconds"] = {}
+    for name, bench in sections.items():
+        if name in args.sections:
+            section_start = time.perf_counter()
+            results[name] = bench()
+            results["section_seconds"][name] = time.perf_counter() - section_start
     results["figures"] = figures(results)
     results["round_quartiles"] = round_quartiles(results)
     results["seconds"] = time.perf_counter() - start
@@ -784,7 +824,9 @@ def main(argv: Optional[List[str]] = None) -> None:
     stem = args.output_dir / datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     stem.with_suffix(".json").write_text(json.dumps(results, indent=2))
     stem.with_suffix(".md").write_text(table + "\n")
-    print(f"\n{results['seconds']:.0f} s; wrote {stem}.json and {stem}.md")
+    print(f"\n{results['seconds']:.0f} s ("
+          + ", ".join(f"{k} {v:.0f} s" for k, v in results["section_seconds"].items())
+          + f"); wrote {stem}.json and {stem}.md")
 
 
 if __name__ == "__main__":

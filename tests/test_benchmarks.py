@@ -62,6 +62,21 @@ def test_activation_memory_does_not_grow_with_the_number_of_experts():
     assert bench.saved_activation_bytes(einsum, lambda: einsum(x[0])) > 2 * saved[16]
 
 
+def test_the_encoders_compared_see_the_same_frames_through_the_same_stacking():
+    size = dict(idim=8, stack=4, d=16, heads=2, f=32, blocks=1)
+    feats, lengths = torch.randn(2, 40, 8), torch.tensor([40, 30])
+    stacked, stacked_lengths = bench.stack_frames(feats, lengths, 4)
+    assert stacked.shape == (2, 10, 32) and stacked_lengths.tolist() == [10, 8]
+    torch.testing.assert_close(stacked[1, 2], feats[1, 8:12].reshape(-1))
+    shapes = {}
+    for kind in ("dense_transformer", "omni_router", "espnet_transformer"):
+        encoder = bench.build_encoder(kind, 4, size, torch.device("cpu")).eval()
+        inputs = (stacked, stacked_lengths) if kind == "espnet_transformer" else (feats, lengths)
+        out, out_lengths, _ = encoder(*inputs)
+        shapes[kind] = (tuple(out.shape), tuple(out_lengths.tolist()))
+    assert set(shapes.values()) == {((2, 10, 16), (10, 8))}
+
+
 def test_targets_divide_medians_and_round_ratios_cancel_a_common_drift():
     # Both candidates slow down together from round to round (a shared machine warming up):
     # every round's ratio but one is exactly 1.2; the one slow MoE round (10 s) moves its median.
