@@ -1,6 +1,6 @@
 """Speed and memory of espnet-omni's MoE layer and encoders, measured side by side.
 
-    .venv/bin/python benchmarks/run.py                  # everything: under 4 minutes on 2 CPU cores
+    .venv/bin/python benchmarks/run.py                  # everything: under 5 minutes on 2 CPU cores
     .venv/bin/python benchmarks/run.py --sections ffn   # one part (ffn, encoder, decode, memory)
     .venv/bin/python benchmarks/run.py --device cuda    # on a GPU (bf16 autocast, absolute times)
 
@@ -761,6 +761,19 @@ def markdown(results: Dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The CPU's model name (Linux: /proc/cpuinfo), else its architecture. Which CPU it is
+    matters: the BLAS's small products differ most between vendors (see benchmarks/README.md)."""
+    try:
+        with open("/proc/cpuinfo") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.partition(":")[2].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def steady_cpu_allocator() -> bool:
     """Fix glibc's mmap and trim thresholds for the timed sections (Linux, glibc only).
 
@@ -795,7 +808,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     results: Dict = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "machine": f"{cpu_model()}, {os.cpu_count()} CPUs",
         "torch": torch.__version__,
         "steady_allocator": device.type == "cpu" and steady_cpu_allocator(),
     }

@@ -12,6 +12,8 @@
 #     backtracks to a CUDA torch. We install espnet without dependencies and then its own
 #     requirement list with setuptools>=77.0.3,<81 (82 dropped pkg_resources, pyworld imports it).
 #   * pip 26.3 refuses espnet (a direct-URL dependency of one of its dependencies): pip<26.3.
+#   * NIST sclite (Debian's sctk), which the recipe's scoring prefers and a test compares the
+#     Python scorer with, is an apt package: installed here when run as root with apt-get.
 #   * the torchaudio wheels link CUDA libraries; on a CPU torch their compiled extension cannot
 #     load and `import torchaudio` fails. Removing those files makes torchaudio use its
 #     pure-Python paths (all that ESPnet ASR uses). Done only when torch is a CPU build AND the
@@ -81,5 +83,15 @@ except OSError as err:
     print(f"[install] CPU torch: removed torchaudio's CUDA-linked extension files {removed}")
     import torchaudio  # noqa: F401,F811
 PY
+
+if [ -x /usr/lib/sctk/bin/sclite ] || command -v sclite >/dev/null 2>&1; then
+  :
+elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+  log "installing sclite (Debian's sctk)"
+  apt-get install -y -q sctk >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q sctk >/dev/null; }
+else
+  log "no sclite: the recipe scores with its Python scorer; 'apt-get install sctk' (as root) for sclite and its test"
+fi
 
 "$py" -c 'import espnet_omni, espnet2.tasks.asr, torch, torchaudio; print("[install] ok: torch", torch.__version__, "torchaudio", torchaudio.__version__, "espnet_omni", espnet_omni.__version__)'
