@@ -23,9 +23,11 @@ Sections:
            ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s,
            all with the 4x frame stacking of the project's configs.
   decode   real-time factor of greedy CTC decoding with the demo models of the recipe
-           (egs2/omni_asr/asr1/conf), one utterance at a time, one thread.
+           (egs2/omni_asr/asr1/conf), one utterance at a time and in batches of 16, one
+           thread.
   memory   activation memory (bytes saved for backward) of one MoE layer as E grows, and peak
-           memory of a training step and of decoding per model (separate processes).
+           memory of a training step and of decoding per model (one after another, the
+           resident set's high-water mark reset before each).
 """
 
 import argparse
