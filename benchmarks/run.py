@@ -105,6 +105,10 @@ def interleaved_times(
     return times
 
 
+# Seconds of the dense FFN per round of T=250 inference (20 calls on the 2-core Xeon).
+SMALL_ROUND_S = 0.04
+
+
 def calls_per_round(fn: Callable[[], object], device: torch.device, seconds: float) -> int:
     """How many calls of ``fn`` take about ``seconds`` (at least 5): a call of a few ms is timed
     in groups, so that the clock's and Python's overheads stay small, and a slower machine
@@ -275,8 +279,6 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int) -> Dict:
 
 
 STACK_LAYERS = 12
-# Seconds of the dense FFN per round of T=250 inference (20 calls on the 2-core Xeon).
-SMALL_ROUND_S = 0.04
 
 
 def ffn_stacks(
@@ -387,7 +389,7 @@ def build_encoder(kind: str, num_experts: int, size: Dict, device: torch.device)
     """One of the benchmarked encoders, all with 4x frame stacking as in the project's configs:
     ours through ``input_layer: stack`` on the fbank frames, ESPnet's stock encoder, which has
     no stacking layer, through its ``linear`` input layer on frames stacked beforehand
-    (``stack_frames``)."""
+    (``stacked_input``)."""
     from espnet2.asr.encoder.transformer_encoder import TransformerEncoder
 
     from espnet_omni.encoder import DenseTransformerEncoder, OmniRouterEncoder
@@ -405,11 +407,13 @@ def build_encoder(kind: str, num_experts: int, size: Dict, device: torch.device)
     return encoder.to(device)
 
 
-def stack_frames(feats: torch.Tensor, lengths: torch.Tensor, stride: int):
-    """(B, T, D) frames and (B,) lengths -> (B, T / stride, D * stride) groups of ``stride``
-    frames and their (B,) counts; T a multiple of ``stride``."""
-    batch, frames, dim = feats.shape
-    return feats.reshape(batch, frames // stride, dim * stride), (lengths + stride - 1) // stride
+def stacked_input(feats: torch.Tensor, lengths: torch.Tensor, stride: int):
+    """(B, T, D) frames and (B,) lengths -> the (B, ceil(T / stride), D * stride) groups that
+    ``input_layer: stack`` makes of them (``espnet_omni.encoder.group_frames``) and their (B,)
+    counts, as input for ESPnet's encoder."""
+    from espnet_omni.encoder import group_frames
+
+    return group_frames(feats, stride), (lengths + stride - 1) // stride
 
 
 def bench_encoder(device: torch.device, num_threads: int, repeats: int) -> Dict:
@@ -426,7 +430,7 @@ def bench_encoder(device: torch.device, num_threads: int, repeats: int) -> Dict:
     lengths[1::2] = int(size["frames"] * 0.8)  # some padding, as in a real batch
     target = torch.randint(1, size["vocab"], (size["batch"], 60), device=device)
     target_lengths = torch.full((size["batch"],), 60, device=device)
-    stacked = stack_frames(feats, lengths, size["stack"])
+    stacked = stacked_input(feats, lengths, size["stack"])
 
     steps = {}
     params = {}
@@ -720,8 +724,8 @@ def markdown(results: Dict) -> str:
     if "encoder" in results:
         enc = results["encoder"]
         size, step = enc["size"], enc["step_s"]
-        lines += ["", f"**Encoder training step** ({size['stack']}x frame stacking, d={size['d']}, {size['blocks']} "
-                  f"blocks, FFN {size['f']}, {enc['experts']} experts, CTC {size['vocab']}; batch "
+        lines += ["", f"**Encoder training step** ({size['stack']}x frame stacking, d={size['d']}, "
+                  f"{size['blocks']} blocks, FFN {size['f']}, {enc['experts']} experts, CTC {size['vocab']}; batch "
                   f"{size['batch']} x 10 s; Adam; {enc['threads']} threads):", "",
                   "| encoder | parameters | s / step | ratio to dense twin |", "| --- | --- | --- | --- |"]
         for kind, seconds in step.items():

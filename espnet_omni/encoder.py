@@ -63,6 +63,16 @@ CONV_SUBSAMPLING = {
 INPUT_LAYERS = sorted(CONV_SUBSAMPLING) + ["linear", "stack"]
 
 
+def group_frames(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """(B, T, D) -> (B, ceil(T / stride), D * stride): each group of ``stride`` consecutive
+    frames concatenated, the last group padded with zeros."""
+    batch, length, dim = x.shape
+    pad = -length % stride
+    if pad:
+        x = torch.nn.functional.pad(x, (0, 0, 0, pad))
+    return x.reshape(batch, -1, dim * stride)
+
+
 class FrameStackSubsampling(torch.nn.Module):
     """Concatenate ``stride`` consecutive frames, then project to d_model.
 
@@ -89,14 +99,10 @@ class FrameStackSubsampling(torch.nn.Module):
         self, x: torch.Tensor, x_mask: Optional[torch.Tensor]
     ) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
         """(B, T, D), mask (B, 1, T) -> (B, T', odim), mask (B, 1, T')."""
-        batch, length, dim = x.shape
         if x_mask is not None:
             # Frames past an utterance's end must not leak into its last group.
             x = x.masked_fill(~x_mask.transpose(1, 2), 0.0)
-        pad = -length % self.stride
-        if pad:
-            x = torch.nn.functional.pad(x, (0, 0, 0, pad))
-        x = self.pos_enc(self.out(x.reshape(batch, -1, dim * self.stride)))
+        x = self.pos_enc(self.out(group_frames(x, self.stride)))
         if x_mask is None:
             return x, None
         # A group is real when its first frame is: T' = ceil(T / stride).

@@ -65,7 +65,7 @@ def test_activation_memory_does_not_grow_with_the_number_of_experts():
 def test_the_encoders_compared_see_the_same_frames_through_the_same_stacking():
     size = dict(idim=8, stack=4, d=16, heads=2, f=32, blocks=1)
     feats, lengths = torch.randn(2, 40, 8), torch.tensor([40, 30])
-    stacked, stacked_lengths = bench.stack_frames(feats, lengths, 4)
+    stacked, stacked_lengths = bench.stacked_input(feats, lengths, 4)
     assert stacked.shape == (2, 10, 32) and stacked_lengths.tolist() == [10, 8]
     torch.testing.assert_close(stacked[1, 2], feats[1, 8:12].reshape(-1))
     shapes = {}

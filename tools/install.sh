@@ -84,7 +84,8 @@ except OSError as err:
     import torchaudio  # noqa: F401,F811
 PY
 
-if [ -x /usr/lib/sctk/bin/sclite ] || command -v sclite >/dev/null 2>&1; then
+# The same lookup as the recipe's scoring and its test (Debian installs sclite outside PATH).
+if "$py" -c 'import sys; from espnet_omni.recipe.scoring import find_sclite; sys.exit(find_sclite() is None)'; then
   :
 elif [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
   log "installing sclite (Debian's sctk)"
