@@ -47,6 +47,17 @@ def test_expert_ffns_alone_give_each_expert_the_gradients_of_its_own_tokens():
             torch.testing.assert_close(value, param.grad)
 
 
+def test_the_weights_read_covers_every_experts_weights_and_biases():
+    """The T=250 streaming probe reads the tensors the inference GEMMs multiply by: all E
+    experts' weights and biases (plus the folded bias's one per expert), none left out."""
+    torch.manual_seed(0)
+    layer = MoEFeedForward(Router(16, 4), Experts(4, 16, 32)).eval()
+    total = sum(p.detach().double().sum() for p in layer.experts.parameters())
+    with torch.no_grad():
+        read = bench.expert_weights_read(layer)()
+    torch.testing.assert_close(read.double(), total + 4, rtol=1e-5, atol=1e-5)
+
+
 def test_activation_memory_does_not_grow_with_the_number_of_experts():
     torch.manual_seed(0)
     x = torch.randn(1, 512, 32, requires_grad=True)
@@ -92,3 +103,15 @@ def test_targets_divide_medians_and_round_ratios_cancel_a_common_drift():
     assert set(quartiles) == {"encoder_step"}  # one memory value: no rounds
     low, high = quartiles["encoder_step"]
     assert abs(low - 1.2) < 1e-12 and 1.2 < high < 10.0
+
+
+def test_small_inference_pools_the_rounds_of_each_fresh_process():
+    pooled = bench.small_inference_in_processes(torch.device("cpu"), [1], repeats=2, processes=2)
+    assert set(pooled) == {"1/8", "1/32"}
+    for run in pooled.values():
+        rounds = run["infer_T250_rounds_s"]
+        assert {"dense", "ours", "ours_expert_gemms", "ours_weights_read"} <= set(rounds)
+        # 3 x repeats rounds in all, 3 per process at least.
+        assert all(len(times) == 6 and min(times) > 0 for times in rounds.values())
+        assert len(run["infer_T250_process_ratios"]) == 2 == len(run["infer_T250_calls"])
+        assert run["infer_T250_s"]["ours"] == bench.statistics.median(rounds["ours"])
