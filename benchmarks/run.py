@@ -8,8 +8,9 @@ Every time is the median of interleaved repetitions (A, B, C, A, B, C, ...), and
 divides two medians of the same run, so slow phases of a shared machine hit all candidates
 alike. Beside each targeted ratio the table gives the quartiles of that ratio taken round by
 round, which show how far a single round swings. The T=250 inference figures pool the rounds of
-several fresh processes (``--processes``), since a small call's speed is set per process. Prints a markdown table and writes it with all
-raw figures (per-round times included) to ``benchmarks/results/<date>.{md,json}``.
+several fresh processes (``--processes``), since a small call's speed is set per process.
+Prints a markdown table and writes it with all raw figures (per-round times included) to
+``benchmarks/results/<date>.{md,json}``.
 
 Sections:
   ffn      the MoE FFN (dropless, sort by expert) vs a dense FFN of expert size, vs the
@@ -18,8 +19,8 @@ Sections:
            with 1 and 2 threads (CPU). Outputs of the peers are compared with equal weights.
            Beside them the layer's parts that no dispatch can remove: the expert FFNs alone
            on tokens already sorted (training), their two GEMMs alone and one read of those
-           GEMMs' weights (T=250 inference); and T=250 inference through 12 layers in turn, each with its own weights (E=8),
-           in float32 and (CPU) dynamically quantized to int8.
+           GEMMs' weights (T=250 inference); and T=250 inference through 12 layers in turn,
+           each with its own weights (E=8), in float32 and (CPU) dynamically quantized to int8.
   encoder  a training step (fwd + bwd + Adam) of the Omni-router encoder vs its dense twin vs
            ESPnet's stock ``transformer`` encoder of the same size, 16 utterances of 10 s,
            all with the 4x frame stacking of the project's configs.
@@ -330,7 +331,10 @@ def small_inference_in_processes(
                    "--threads", *map(str, threads)]
         per_process = []
         for _ in range(processes):
-            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                raise RuntimeError(f"T=250 inference worker ({' '.join(command)}) failed:\n"
+                                   + done.stderr[-2000:])
             per_process.append(json.loads(done.stdout.strip().splitlines()[-1]))
     pooled = {}
     for key in per_process[0]:
@@ -784,10 +788,12 @@ def markdown(results: Dict) -> str:
                    f" | {sm['ours_weights_read'] / sm['dense']:.2f}x |"
                    if "ours_expert_gemms" in sm else " | n/a | n/a | n/a |")
             )
-        spans = [(run["threads"], run["E"], run["infer_T250_process_ratios"]) for run in ffn["runs"]]
+        spans = [(run["threads"], run["E"], run["infer_T250_process_ratios"])
+                 for run in ffn["runs"]]
         lines += ["", f"T={ffn['T_infer']} columns: rounds of {len(spans[0][2])} process(es) "
                   "pooled; ours / dense per process, lowest-highest: "
-                  + ", ".join(f"{t} thread(s) E={e} {min(r):.2f}-{max(r):.2f}" for t, e, r in spans)]
+                  + ", ".join(f"{t} thread(s) E={e} {min(r):.2f}-{max(r):.2f}"
+                              for t, e, r in spans)]
         if ffn.get("stack"):
             first = ffn["stack"][0]
             per_thread = []
