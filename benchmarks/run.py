@@ -207,17 +207,31 @@ def moe_layer(d: int, f: int, num_experts: int, device: torch.device, zero_bias:
     return layer
 
 
+# The FFN section's shapes: d_model, expert units, tokens of a training batch and of a small
+# inference batch, and the expert counts compared.
+FFN_D, FFN_F, FFN_T, FFN_T_INFER, FFN_EXPERTS = 256, 1024, 4000, 250, (8, 32)
+
+
+def inference_call(module: torch.nn.Module, x: torch.Tensor, device: torch.device,
+                   reshape: bool = False) -> Callable[[], object]:
+    """A call of ``module`` on ``x`` (with a batch axis added if ``reshape``) in inference."""
+    def run():
+        with torch.no_grad(), autocast_for(device):
+            return module(x[None] if reshape else x)
+    return run
+
+
 def bench_ffn(device: torch.device, threads: List[int], repeats: int, processes: int) -> Dict:
     """fwd+bwd and inference at T=4000 in this process, T=250 inference in ``processes``
     fresh ones (``small_inference_in_processes``)."""
-    d, f, big, small = 256, 1024, 4000, 250
+    d, f, big, small = FFN_D, FFN_F, FFN_T, FFN_T_INFER
     results: Dict = {"d": d, "f": f, "T": big, "T_infer": small, "runs": [], "stack": []}
     torch.manual_seed(0)
     stacks = ffn_stacks(d, f, STACK_LAYERS, device)
     for num_threads in threads:
         torch.set_num_threads(num_threads)
         results["stack"].append(bench_ffn_stack(stacks, small, num_threads, device, repeats))
-        for num_experts in (8, 32):
+        for num_experts in FFN_EXPERTS:
             dense = PositionwiseFeedForward(d, f, 0.0).to(device)  # ESPnet's dense FFN
             packed_dense = FeedForward(d, f).to(device)  # ours: prepacked for CPU inference
             moe = moe_layer(d, f, num_experts, device, zero_bias=True)
@@ -237,12 +251,6 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int, processes:
                     out.reshape(big, d).backward(grad.to(out.dtype).reshape(big, d))
                 return step
 
-            def infer(module, inp, reshape=False):
-                def run():
-                    with torch.no_grad(), autocast_for(device):
-                        return module(inp[None] if reshape else inp)
-                return run
-
             train = {"dense": train_step(dense), "ours": train_step(moe, reshape=True),
                      "einsum": train_step(einsum)}
             if hf is not None:
@@ -257,8 +265,9 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int, processes:
                 if module is not None:
                     module.eval()
             xi = x.detach()
-            forward = {"dense": infer(dense, xi), "dense_prepacked": infer(packed_dense, xi),
-                       "ours": infer(moe, xi, reshape=True)}
+            forward = {"dense": inference_call(dense, xi, device),
+                       "dense_prepacked": inference_call(packed_dense, xi, device),
+                       "ours": inference_call(moe, xi, device, reshape=True)}
             fwd = medians(interleaved_times(forward, device, repeats))
             fwdbwd = medians(fwdbwd_rounds)
             run = {"threads": num_threads, "E": num_experts, "fwdbwd_s": fwdbwd, "fwd_s": fwd,
@@ -278,27 +287,21 @@ def bench_ffn(device: torch.device, threads: List[int], repeats: int, processes:
 
 
 def bench_small_inference(device: torch.device, threads: List[int], repeats: int) -> Dict:
-    """T=250 inference of the MoE layer (E=8 and 32) against the dense FFN, with ``threads``
+    """T=250 inference of the MoE layer (E in FFN_EXPERTS) against the dense FFN, with ``threads``
     threads: per-round times of every candidate, keyed "threads/E"."""
-    d, f, small = 256, 1024, 250
+    d, f, small = FFN_D, FFN_F, FFN_T_INFER
     out = {}
     torch.manual_seed(0)
     for num_threads in threads:
         torch.set_num_threads(num_threads)
-        for num_experts in (8, 32):
+        for num_experts in FFN_EXPERTS:
             dense = PositionwiseFeedForward(d, f, 0.0).to(device).eval()
             packed_dense = FeedForward(d, f).to(device).eval()
             moe = moe_layer(d, f, num_experts, device, zero_bias=True).eval()
             x_small = torch.randn(small, d, device=device)
-
-            def infer(module, reshape=False):
-                def run():
-                    with torch.no_grad(), autocast_for(device):
-                        return module(x_small[None] if reshape else x_small)
-                return run
-
-            candidates = {"dense": infer(dense), "dense_prepacked": infer(packed_dense),
-                          "ours": infer(moe, reshape=True)}
+            candidates = {"dense": inference_call(dense, x_small, device),
+                          "dense_prepacked": inference_call(packed_dense, x_small, device),
+                          "ours": inference_call(moe, x_small, device, reshape=True)}
             if device.type == "cpu":
                 candidates["ours_expert_gemms"] = expert_gemms_only(moe, x_small)
                 candidates["ours_weights_read"] = expert_weights_read(moe)
