@@ -651,6 +651,61 @@ def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():
     assert decision_nmi(ra, rb).item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_routing_statistics_match_counts_made_by_hand():
+    """NMI and entropy of random decisions with padding, against Python counting over the
+    real tokens only."""
+    import math
+    from collections import Counter
+
+    from espnet_omni.analysis.routing_stats import router_entropy
+
+    torch.manual_seed(0)
+    num_tokens, num_experts = 300, 4
+    mask = torch.rand(num_tokens) > 0.3
+    first = routing_from_probs(torch.randn(num_tokens, num_experts).softmax(-1), mask)
+    # The second layer agrees with the first on about half the tokens.
+    agree = torch.rand(num_tokens) > 0.5
+    second_logits = torch.randn(num_tokens, num_experts)
+    second_logits[agree] = 5.0 * first.probs[agree]
+    second = routing_from_probs(second_logits.softmax(-1), mask)
+    real = mask.nonzero().squeeze(1).tolist()
+    pairs = Counter((int(first.expert_index[t, 0]), int(second.expert_index[t, 0])) for t in real)
+    a, b = Counter(), Counter()
+    for (i, j), count in pairs.items():
+        a[i] += count
+        b[j] += count
+
+    def entropy(counter):
+        n = sum(counter.values())
+        return -sum(c / n * math.log(c / n) for c in counter.values())
+
+    want = (entropy(a) + entropy(b) - entropy(pairs)) / math.sqrt(entropy(a) * entropy(b))
+    assert 0.1 < want < 0.9
+    assert decision_nmi(first, second).item() == pytest.approx(want, rel=1e-5)
+    want_entropy = sum(
+        -sum(p * math.log(p) for p in first.probs[t].tolist()) for t in real
+    ) / len(real)
+    assert router_entropy(first).item() == pytest.approx(want_entropy, rel=1e-5)
+    # One layer sending everything to one expert: the information is undefined, reported as 0.
+    collapsed = routing_from_probs(torch.eye(num_experts)[[0] * num_tokens], mask)
+    assert decision_nmi(first, collapsed).item() == 0.0
+
+
+def test_router_losses_and_statistics_never_read_the_device():
+    """The losses and statistics run every training step: on the meta device, where any read
+    of tensor data fails, they all compute."""
+    router = Router(16, 4).to("meta")
+    mask = torch.ones(10, dtype=torch.bool, device="meta")
+    routing = [router(torch.empty(10, 16, device="meta"), mask) for _ in range(3)]
+    for loss in (load_balancing_loss, router_z_loss):
+        assert loss(routing[0]).device.type == "meta"
+    stats = routing_health(routing, [1, 2, 3])
+    assert {value.device.type for value in stats.values()} == {"meta"}
+    assert "route_nmi" in stats
+    with pytest.raises((RuntimeError, NotImplementedError)):
+        torch.bincount(routing[0].expert_index[:, 0])  # what the test would catch
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [

@@ -1,6 +1,9 @@
 """Routing health statistics computed from RouterOutputs (padded frames excluded).
 
-Used for the training stats (plotted by ESPnet's reporter) and by the analysis tools.
+Used for the training stats (plotted by ESPnet's reporter) and by the analysis tools. They run
+on every training step, so they read nothing back to the host: padding is excluded by
+weighting, not by boolean indexing, and counts come from ``index_add_``, not ``bincount``
+(both of which wait for the GPU to learn a size).
 """
 
 import math
@@ -13,11 +16,10 @@ from espnet_omni.moe.router import RouterOutput
 
 
 def router_entropy(routing: RouterOutput) -> torch.Tensor:
-    """Mean entropy (nats) of the router distribution over real tokens."""
-    real = routing.real_tokens()
-    probs = routing.probs[real]
-    entropy = -(probs * probs.clamp(min=1e-9).log()).sum(-1)
-    return entropy.mean() if entropy.numel() else entropy.sum()
+    """Mean entropy (nats) of the router distribution over real tokens (0 without any)."""
+    weight = routing.real_tokens().to(routing.probs.dtype)
+    entropy = -torch.xlogy(routing.probs, routing.probs).sum(-1)
+    return (entropy * weight).sum() / weight.sum().clamp(min=1.0)
 
 
 def decision_nmi(first: RouterOutput, second: RouterOutput) -> torch.Tensor:
@@ -25,21 +27,20 @@ def decision_nmi(first: RouterOutput, second: RouterOutput) -> torch.Tensor:
 
     Permutation invariant, so it compares Switch layers (whose expert ids mean nothing
     across layers) and Omni-router layers alike: 0 = independent choices, 1 = one layer's
-    choice determines the other's.
+    choice determines the other's (0 as well when either layer sends every token to one
+    expert, where the information is undefined).
     """
-    real = first.real_tokens() & second.real_tokens()
-    a = first.expert_index[real, 0]
-    b = second.expert_index[real, 0]
     num_experts = first.num_experts
-    joint = torch.bincount(a * num_experts + b, minlength=num_experts**2).double()
+    weight = (first.real_tokens() & second.real_tokens()).double()
+    pair = first.expert_index[:, 0] * num_experts + second.expert_index[:, 0]
+    joint = weight.new_zeros(num_experts**2).index_add_(0, pair, weight)
     joint = joint.view(num_experts, num_experts) / joint.sum().clamp(min=1.0)
     pa, pb = joint.sum(1), joint.sum(0)
-    nz = joint > 0
-    mutual = (joint[nz] * (joint[nz] / (pa[:, None] * pb[None, :])[nz]).log()).sum()
-    ha = -(pa[pa > 0] * pa[pa > 0].log()).sum()
-    hb = -(pb[pb > 0] * pb[pb > 0].log()).sum()
+    ha = -torch.xlogy(pa, pa).sum()
+    hb = -torch.xlogy(pb, pb).sum()
+    mutual = ha + hb + torch.xlogy(joint, joint).sum()  # H(a) + H(b) - H(a, b)
     denom = torch.sqrt(ha * hb)
-    return (mutual / denom).float() if denom > 0 else torch.zeros((), device=joint.device)
+    return torch.where(denom > 0, mutual / denom, 0.0).float()
 
 
 @torch.no_grad()
