@@ -1,12 +1,14 @@
 """Router, dispatch and auxiliary losses of the MoE layer (plain PyTorch, no ESPnet)."""
 
 import copy
+import math
+from collections import Counter
 
 import pytest
 import torch
 from torch.nn.utils import prune
 
-from espnet_omni.analysis.routing_stats import decision_nmi, routing_health
+from espnet_omni.analysis.routing_stats import decision_nmi, router_entropy, routing_health
 from espnet_omni.moe import fused_experts
 from espnet_omni.moe.experts import Experts, FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
@@ -654,11 +656,6 @@ def test_nmi_is_one_for_identical_and_zero_for_independent_decisions():
 def test_routing_statistics_match_counts_made_by_hand():
     """NMI and entropy of random decisions with padding, against Python counting over the
     real tokens only."""
-    import math
-    from collections import Counter
-
-    from espnet_omni.analysis.routing_stats import router_entropy
-
     torch.manual_seed(0)
     num_tokens, num_experts = 300, 4
     mask = torch.rand(num_tokens) > 0.3
