@@ -21,7 +21,6 @@ from typeguard import typechecked
 
 from espnet2.asr.ctc import CTC
 from espnet2.asr.encoder.abs_encoder import AbsEncoder
-from espnet.nets.pytorch_backend.nets_utils import make_pad_mask
 from espnet.nets.pytorch_backend.transformer.attention import MultiHeadedAttention
 from espnet.nets.pytorch_backend.transformer.embedding import (
     ConvolutionalPositionalEmbedding,
@@ -41,7 +40,8 @@ from espnet.nets.pytorch_backend.transformer.subsampling import (
     check_short_utt,
 )
 
-from espnet_omni.moe.experts import Experts, FeedForward
+from espnet_omni.moe.experts import Experts
+from espnet_omni.moe.feed_forward import FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
 from espnet_omni.moe.router import Router, RouterOutput
 
@@ -203,11 +203,12 @@ class MoETransformerEncoder(AbsEncoder):
         eval_capacity_factor: capacity factor in eval mode; null = dropless.
         router_jitter: multiplicative router-input noise in training (0 = off).
         router_renormalize: with top_k > 1, rescale the k gates to sum to 1.
-        grouped_gemm: run the experts as bfloat16 grouped GEMMs without host synchronisation
-            in the dispatch (true), one GEMM pair per expert (false), or by device (null:
-            grouped on CUDA GPUs of compute capability 8+, looped elsewhere). torch fuses
-            ``grouped_mm`` into one kernel on compute capability 9.0 and 10.0 only; on 8.x it
-            loops over the experts after copying the offsets to the host.
+        experts_implementation: how the experts run (see ``espnet_omni.moe.experts``):
+            "grouped_mm" (two grouped GEMMs, nothing read back to the host), "eager" (one GEMM
+            pair per expert), or null: grouped_mm on CUDA GPUs of compute capability 9.0+
+            under bfloat16 autocast and in float32 CPU inference, eager elsewhere.
+        grouped_gemm: deprecated spelling of experts_implementation (true: grouped_mm,
+            false: eager), read from configs written before it.
         stack_frames: group size of ``input_layer: stack``.
 
     After each forward, :attr:`routing` holds the RouterOutput of every MoE block, in block
@@ -244,10 +245,18 @@ class MoETransformerEncoder(AbsEncoder):
         eval_capacity_factor: Optional[float] = None,
         router_jitter: float = 0.0,
         router_renormalize: bool = False,
+        experts_implementation: Optional[str] = None,
         grouped_gemm: Optional[bool] = None,
         stack_frames: int = 4,
     ):
         super().__init__()
+        if grouped_gemm is not None:
+            if experts_implementation is not None:
+                raise ValueError(
+                    "grouped_gemm is the deprecated spelling of experts_implementation: give "
+                    "only experts_implementation"
+                )
+            experts_implementation = "grouped_mm" if grouped_gemm else "eager"
         self._output_size = output_size
         self.normalize_before = normalize_before
         self.moe_blocks = resolve_moe_blocks(moe_layers, num_blocks)
@@ -290,7 +299,7 @@ class MoETransformerEncoder(AbsEncoder):
             )
             experts = Experts(
                 num_experts, output_size, expert_units, dropout_rate, activation_type,
-                grouped_gemm,
+                experts_implementation,
             )
             return MoEFeedForward(router, experts, capacity_factor, eval_capacity_factor)
 
@@ -379,7 +388,10 @@ class MoETransformerEncoder(AbsEncoder):
             (B, T', d) encoded states (or, with intermediate CTC / return_all_hs, a tuple
             of them and the intermediate outputs), (B,) output lengths, None.
         """
-        masks = (~make_pad_mask(ilens)[:, None, :]).to(xs_pad.device)
+        # Built from the padded length, not max(ilens) as ESPnet's make_pad_mask does: reading
+        # the maximum would wait for the GPU on every forward.
+        frames = torch.arange(xs_pad.size(1), device=xs_pad.device)
+        masks = (frames[None, :] < ilens.to(xs_pad.device)[:, None])[:, None, :]
         if isinstance(self.embed, tuple(CONV_SUBSAMPLING.values())):
             too_short, limit = check_short_utt(self.embed, xs_pad.size(1))
             if too_short:
@@ -461,7 +473,8 @@ def _variant_of(base, fixed: Dict[str, object], hidden: Sequence[str] = ()):
 
 MOE_ONLY_OPTIONS = (
     "num_experts", "moe_layers", "top_k", "expert_units", "capacity_factor",
-    "eval_capacity_factor", "router_jitter", "router_renormalize", "grouped_gemm",
+    "eval_capacity_factor", "router_jitter", "router_renormalize", "experts_implementation",
+    "grouped_gemm",
 )
 
 

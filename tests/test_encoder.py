@@ -12,7 +12,7 @@ from espnet_omni.encoder import (
     OmniRouterEncoder,
     SwitchEncoder,
 )
-from espnet_omni.moe.experts import FeedForward
+from espnet_omni.moe.feed_forward import FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
 
 SMALL = dict(output_size=16, attention_heads=2, linear_units=32, num_blocks=3, dropout_rate=0.0)
@@ -95,9 +95,13 @@ def test_dense_twin_differs_only_in_ffn():
         d_names = {n for n, _ in d_layer.named_parameters() if not n.startswith("feed_forward")}
         o_names = {n for n, _ in o_layer.named_parameters() if not n.startswith("feed_forward")}
         assert d_names == o_names
-        expert = o_layer.feed_forward.experts.experts[0]
-        assert [p.shape for p in expert.parameters()] == [
-            p.shape for p in d_layer.feed_forward.parameters()
+        # Each expert has the dense FFN's shape: its slice of each stacked tensor, transposed
+        # where the dense Linear stores (out, in).
+        one_expert = [p[0] for p in o_layer.feed_forward.experts.weights]
+        dense = d_layer.feed_forward
+        assert [p.shape for p in one_expert] == [
+            dense.w_1.weight.t().shape, dense.w_1.bias.shape,
+            dense.w_2.weight.t().shape, dense.w_2.bias.shape,
         ]
 
 
@@ -118,11 +122,10 @@ def test_experts_are_distinct_parameters():
     encoder = build("switch")
     seen = set()
     for layer in encoder.encoders:
-        for expert in layer.feed_forward.experts.experts:
-            ptrs = {p.data_ptr() for p in expert.parameters()}
-            assert not ptrs & seen
-            seen |= ptrs
-    w = [e.w_1.weight for e in encoder.encoders[0].feed_forward.experts.experts]
+        ptrs = {p.data_ptr() for p in layer.feed_forward.experts.parameters()}
+        assert not ptrs & seen
+        seen |= ptrs
+    w = encoder.encoders[0].feed_forward.experts.w_1
     assert not torch.equal(w[0], w[1])
 
 
@@ -162,22 +165,37 @@ def test_base_class_is_the_single_implementation():
 
 
 @pytest.mark.parametrize("name", ["omni_router", "switch"])
-def test_grouped_gemm_option_reaches_every_moe_block(name):
-    """``grouped_gemm: true`` (the CUDA path, run here on CPU) trains like the looped path.
+def test_experts_implementation_option_reaches_every_moe_block(name):
+    """``experts_implementation: grouped_mm`` (the GPU default, run here on CPU under bf16
+    autocast as on a GPU) trains like the eager implementation.
 
     One block: deeper blocks would see the first block's bf16 rounding, which flips routing
     decisions of near-tied tokens of an untrained router.
     """
     torch.manual_seed(0)
-    looped = build(name, grouped_gemm=False, num_blocks=1, positional_dropout_rate=0.0)
-    grouped = build(name, grouped_gemm=True, num_blocks=1, positional_dropout_rate=0.0)
-    grouped.load_state_dict(looped.state_dict())
+    eager = build(name, experts_implementation="eager", num_blocks=1, positional_dropout_rate=0.0)
+    grouped = build(name, experts_implementation="grouped_mm", num_blocks=1,
+                    positional_dropout_rate=0.0)
+    grouped.load_state_dict(eager.state_dict())
     assert all(
-        layer.feed_forward.experts.grouped_gemm for layer in grouped.encoders
+        layer.feed_forward.experts.implementation == "grouped_mm" for layer in grouped.encoders
     )
     xs, ilens = torch.randn(2, 40, FEAT), torch.tensor([40, 28])
-    out_looped = looped(xs, ilens)[0]
-    out_grouped = grouped(xs, ilens)[0]
-    torch.testing.assert_close(out_grouped, out_looped, rtol=5e-2, atol=5e-2)
-    out_grouped.sum().backward()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out_eager = eager(xs, ilens)[0]
+        out_grouped = grouped(xs, ilens)[0]
+    torch.testing.assert_close(out_grouped, out_eager, rtol=5e-2, atol=5e-2)
+    out_grouped.float().sum().backward()
     assert all(p.grad is not None and p.grad.isfinite().all() for p in grouped.parameters())
+
+
+def test_grouped_gemm_is_read_as_experts_implementation():
+    """Configs written with the earlier option name still build."""
+    assert build("switch", grouped_gemm=True).encoders[0].feed_forward.experts.implementation == (
+        "grouped_mm"
+    )
+    assert build("omni_router", grouped_gemm=False).encoders[0].feed_forward.experts.implementation == (
+        "eager"
+    )
+    with pytest.raises(ValueError, match="only experts_implementation"):
+        build("switch", grouped_gemm=True, experts_implementation="eager")

@@ -104,7 +104,8 @@ def test_train_decode_pack_and_load(prepared):
     assert any(hyps.values()), "the trained model decodes every utterance to nothing"
     assert set(hyps) == {line.split()[0] for line in (dev / "wav.scp").read_text().splitlines()}
 
-    # ESPnet's int8 dynamic quantization for CPU decoding (every nn.Linear, the experts' too).
+    # ESPnet's int8 dynamic quantization for CPU decoding (every nn.Linear; the experts' stacked
+    # weights stay float32).
     assert_int8_close(read_text(decode("espnet_omni.bin.asr_inference", "decode_int8", *beam_args,
                                        "--quantize_asr_model", "true")), hyps)
 

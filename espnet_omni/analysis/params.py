@@ -20,8 +20,8 @@ def parameter_counts(model: torch.nn.Module) -> Dict[str, int]:
     routers = {}
     for module in model.modules():
         if isinstance(module, MoEFeedForward):
-            per_expert = sum(p.numel() for p in module.experts.experts[0].parameters())
             num_experts = module.experts.num_experts
+            per_expert = sum(p.numel() for p in module.experts.parameters()) // num_experts
             experts += per_expert * num_experts
             inactive += per_expert * (num_experts - module.router.top_k)
             routers[id(module.router)] = sum(p.numel() for p in module.router.parameters())
