@@ -10,7 +10,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_omni.analysis.routing_stats import routing_health
-from espnet_omni.moe.losses import load_balancing_loss, router_z_loss
+from espnet_omni.moe.losses import mean_router_losses
 
 
 class MoEESPnetASRModel(ESPnetASRModel):
@@ -72,8 +72,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
         routing = self.encoder.pop_routing() if hasattr(self.encoder, "pop_routing") else []
         if not routing:
             return loss, stats, weight
-        loss_lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
-        loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
+        loss_lb, loss_z = mean_router_losses(routing)
         aux = self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
         if self.scale_router_losses:
             aux = aux * routing[0].real_tokens().sum() / speech.size(0)  # no host sync

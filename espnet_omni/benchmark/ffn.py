@@ -45,6 +45,7 @@ from espnet_omni.benchmark.timing import (
     steady_cpu_allocator,
     training_call,
 )
+from espnet_omni.moe.dispatch import sort_by_expert
 from espnet_omni.moe.eager_experts import experts_on_sorted_rows
 from espnet_omni.moe.feed_forward import FeedForward
 from espnet_omni.moe.layer import MoEFeedForward
@@ -246,11 +247,10 @@ def bench_ffn_stack(stacks: Dict[str, List[torch.nn.Module]], num_tokens: int, n
 
 def sorted_by_expert(layer: MoEFeedForward, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """The order that sorts x's (N, d) tokens by the layer's top-1 choice, and the (E,) tokens
-    per expert."""
+    per expert: the layer's own dispatch (``sort_by_expert``)."""
     with torch.no_grad():
-        expert_index = layer.router(x).expert_index.view(-1)
-    order = expert_index.sort(stable=True).indices
-    return order, expert_index.bincount(minlength=layer.experts.num_experts)
+        dispatch = sort_by_expert(layer.router(x).expert_index, layer.experts.num_experts)
+    return dispatch.order, torch.diff(dispatch.offsets, prepend=dispatch.offsets.new_zeros(1))
 
 
 def expert_ffns_only(

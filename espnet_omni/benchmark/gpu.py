@@ -23,6 +23,7 @@ from typing import Callable, Dict, List
 
 import torch
 
+from espnet_omni.benchmark.ffn import sorted_by_expert
 from espnet_omni.benchmark.peers import hf_switch_mlp, moe_layer
 from espnet_omni.benchmark.timing import (
     PeakMemory,
@@ -46,11 +47,7 @@ STEP_SIZE = dict(idim=80, stack=4, d=768, heads=12, f=3072, blocks=12, experts=8
 
 def sorted_rows(layer, x: torch.Tensor):
     """x's rows sorted by the layer's top-1 choice (detached) and the (E,) int32 group ends."""
-    with torch.no_grad():
-        expert = layer.router(x).expert_index.view(-1)
-        order = expert.sort(stable=True).indices
-        counts = torch.zeros(layer.experts.num_experts, dtype=torch.long, device=x.device)
-        counts.scatter_add_(0, expert, torch.ones_like(expert))
+    order, counts = sorted_by_expert(layer, x)
     return x.detach().index_select(0, order), counts.cumsum(0, dtype=torch.int32)
 
 
@@ -185,12 +182,11 @@ def step_batch(device: torch.device):
 def router_losses(routing) -> torch.Tensor:
     """The router losses of ``moe_espnet`` (its default weights) from a forward's
     RouterOutputs; 0 for the dense twin."""
-    from espnet_omni.moe.losses import load_balancing_loss, router_z_loss
+    from espnet_omni.moe.losses import mean_router_losses
 
     if not routing:
         return torch.zeros(())
-    loss_lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
-    loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
+    loss_lb, loss_z = mean_router_losses(routing)
     return 0.01 * loss_lb + 0.001 * loss_z
 
 

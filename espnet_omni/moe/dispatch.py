@@ -70,12 +70,11 @@ def drop_over_capacity(
     one), first come first served in token order. flat_expert: (A,) expert per assignment, E
     for padding. The capacity and the ranks stay on the device.
     """
-    order = _sort_keys(flat_expert, num_experts).sort(stable=True).indices
-    sorted_expert = flat_expert.index_select(0, order)
+    sorted_keys, order = _sort_keys(flat_expert, num_experts).sort(stable=True)
     counts = expert_counts(flat_expert, num_experts)
     starts = torch.cumsum(counts, 0) - counts
     rank_sorted = torch.arange(order.numel(), device=order.device) - starts[
-        sorted_expert.clamp(max=num_experts - 1)
+        sorted_keys.long().clamp_(max=num_experts - 1)
     ]
     rank_in_expert = torch.empty_like(rank_sorted).scatter_(0, order, rank_sorted)
     real = (flat_expert < num_experts).sum()

@@ -4,6 +4,8 @@ Padded frames are excluded from every average: an ASR batch is often 30%+ paddin
 counting it would reward routing all padding to one expert.
 """
 
+from typing import Sequence, Tuple
+
 import torch
 
 from espnet_omni.moe.router import RouterOutput
@@ -32,6 +34,13 @@ def load_balancing_loss(routing: RouterOutput) -> torch.Tensor:
     is 1.0 for uniform routing and E when every token goes to one expert with probability 1.
     """
     return routing.num_experts * torch.dot(expert_load(routing), mean_router_probs(routing))
+
+
+def mean_router_losses(routing: Sequence[RouterOutput]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The balancing loss and the z-loss of every MoE block, each averaged over the blocks."""
+    loss_lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
+    loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
+    return loss_lb, loss_z
 
 
 def router_z_loss(routing: RouterOutput) -> torch.Tensor:
