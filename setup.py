@@ -28,6 +28,12 @@ install_requires = [
     "whisper-normalizer==0.1.15",
     # The generated default corpus (eSpeak NG shared library and voice data, no apt).
     "espeakng-loader==0.2.4",
+    # The benchmark test sets: lhotse reads most corpus layouts; desphere decodes the
+    # Shorten-compressed NIST SPHERE of WSJ and Hub5'00 (with its Rust accelerator where a
+    # wheel exists).
+    "lhotse>=1.33,<2",
+    "desphere>=0.1.1",
+    'desphere-native>=0.1.1; sys_platform == "linux" and platform_machine == "x86_64"',
 ]
 
 extras_require = {

@@ -137,9 +137,26 @@ def test_bootstrap_interval_covers_a_real_gap_and_straddles_zero_without_one():
     none = results.paired_bootstrap(errors, "omni", "twin", ["a", "b"], resamples=500)
     assert none.low < 0 < none.high
     table = results.results_markdown(errors, ["dense", "twin", "omni"], ["a", "b"], ["a"], "omni", 200)
-    wers = [f"{scoring.wer(errors[m]['b']):.1f}" for m in ("dense", "twin", "omni")]
-    assert f"| b | {' | '.join(wers)} |" in table
-    assert "| a (in-domain) |" in table
-    ood = [f"**{scoring.wer(errors[m]['b']):.2f}**" for m in ("dense", "twin", "omni")]
-    assert f"| **average, out-of-domain sets** | {' | '.join(ood)} |" in table
-    assert "| dense | +" in table and "| twin |" in table
+    assert "| model | a (in-domain) | b | out-of-domain average (1 set) | average (2 sets) |" in table
+    assert "| utterances | 400 | 400 |  |  |" in table
+    for m in ("dense", "twin", "omni"):
+        a, b = scoring.wer(errors[m]["a"]), scoring.wer(errors[m]["b"])
+        assert f"| {m} | {a:.1f} | {b:.1f} | **{b:.2f}** | **{(a + b) / 2:.2f}** |" in table
+    assert "| dense | +" in table and "| twin |" in table and "Not evaluated" not in table
+
+
+def test_benchmark_table_has_the_papers_columns_and_says_what_it_covers():
+    sets = ["swbd_eval2000", "librispeech_test_clean", "tedlium3_test"]
+    errors = {m: {s: make_errors(rate * (i + 1), n=20 + i, seed=i) for i, s in enumerate(sets)}
+              for m, rate in (("dense_transformer", 0.1), ("switch", 0.09), ("omni_router", 0.08))}
+    table = results.results_markdown(errors, list(errors), sets, ["librispeech_test_clean"], "omni_router", 100)
+    header = table.splitlines()[0]
+    assert header == (
+        "| model | AMI-IHM | CHiME-6 | CommonVoice | FLEURS | CallHome | Switchboard | LibriSpeech test-clean "
+        "(in-domain) | LibriSpeech test-other | WSJ nov92 | TED-LIUM 3 | VoxPopuli | out-of-domain average "
+        "(2 sets) | average (3 sets) |")
+    assert "| utterances | - | - | - | - | - | 20 | 21 | - | - | 22 | - |  |  |" in table
+    swbd, ted = (scoring.wer(errors["switch"][s]) for s in ("swbd_eval2000", "tedlium3_test"))
+    assert f"| switch | - | - | - | - | - | {swbd:.1f} |" in table and f"**{(swbd + ted) / 2:.2f}**" in table
+    assert "Not evaluated: AMI-IHM, CHiME-6, CommonVoice, FLEURS, CallHome, LibriSpeech test-other" in table
+    assert "over the 2 out-of-domain sets" in table and "| dense_transformer | +" in table

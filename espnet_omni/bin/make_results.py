@@ -48,7 +48,8 @@ def main(cmd=None) -> None:
         "",
         f"- date: {datetime.date.today().isoformat()}; python {platform.python_version()}; "
         f"espnet {version('espnet')}; torch {version('torch')}; espnet-omni {version('espnet-omni')}",
-        f"- WER (%) after Whisper's EnglishTextNormalizer on reference and hypothesis; {scorer}",
+        f"- WER (%) after Whisper's EnglishTextNormalizer on reference and hypothesis (Hub5'00 sets: "
+        f"after its GLM); {scorer}",
         f"- decoding: {args.decode_name}",
         "",
     ])

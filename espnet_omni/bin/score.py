@@ -3,7 +3,8 @@
     python -m espnet_omni.bin.score --ref data/test_clean --hyp exp/asr_x/decode/test_clean \\
         [--ref ... --hyp ...] [--scorer auto|sclite|python]
 
-For each pair, reads ``<ref>/text`` and ``<ref>/utt2spk`` and ``<hyp>/text``, and writes
+For each pair, reads ``<ref>/text``, ``<ref>/utt2spk``, ``<ref>/glm`` when the data dir has one
+(Hub5'00's scoring rules) and ``<hyp>/text``, and writes
 ``<hyp>/score_wer/{ref.trn,hyp.trn,utt_errors.tsv,result.txt}``.
 """
 
@@ -26,7 +27,8 @@ def main(cmd=None) -> None:
         for path in (ref / "text", ref / "utt2spk", hyp / "text"):
             if not path.exists():
                 sys.exit(f"ERROR: {path}: missing")
-        errors, scorer = score_dir(ref / "text", hyp / "text", ref / "utt2spk", hyp / "score_wer", args.scorer)
+        glm = ref / "glm" if (ref / "glm").exists() else None  # written by the test set's preparation
+        errors, scorer = score_dir(ref / "text", hyp / "text", ref / "utt2spk", hyp / "score_wer", args.scorer, glm)
         print(f"{hyp}: WER {wer(errors):.2f}% over {len(errors)} utterances ({scorer})")
 
 

@@ -1,4 +1,5 @@
-"""Results table: WER per test set per model, macro averages, and relative WER reductions of
+"""Results table: WER per model and test set (the benchmark sets as columns in the order of
+the paper's table), utterances scored per set, macro averages, and relative WER reductions of
 one model against the others with paired-bootstrap 95% confidence intervals.
 
 The paired bootstrap resamples utterances (with replacement, the same draw for every model)
@@ -12,6 +13,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from espnet_omni.corpora.test_sets import TEST_SETS
 from espnet_omni.recipe.scoring import UttErrors, wer
 
 # errors[model][test_set] -> per-utterance counts, sorted by utterance id
@@ -62,6 +64,14 @@ def paired_bootstrap(
     return Reduction(model, baseline, tuple(sets), point, float(low), float(high))
 
 
+def columns(sets: Sequence[str]) -> List[str]:
+    """Table columns: with any benchmark test set among ``sets``, all of them in the paper's
+    order (those not evaluated stay as empty columns), then the other sets as given."""
+    if not any(s in TEST_SETS for s in sets):
+        return list(sets)
+    return list(TEST_SETS) + [s for s in sets if s not in TEST_SETS]
+
+
 def results_markdown(
     errors: Errors,
     models: Sequence[str],
@@ -71,29 +81,42 @@ def results_markdown(
     resamples: int = 1000,
     header: str = "",
 ) -> str:
-    """The RESULTS.md body: the WER table and, for ``focus``, its relative reductions."""
+    """The RESULTS.md body: WER per model and test set, the utterances scored per set, macro
+    averages, and, for ``focus``, its relative reductions with confidence intervals."""
     out_of_domain = [s for s in sets if s not in in_domain]
+    cols = columns(sets)
+    averages = [("average", list(sets))]
+    if in_domain and out_of_domain:
+        averages.insert(0, ("out-of-domain average", out_of_domain))
+
+    def label(test_set: str) -> str:
+        name = TEST_SETS[test_set].label if test_set in TEST_SETS else test_set
+        return name + (" (in-domain)" if test_set in in_domain else "")
+
+    def count(group: Sequence[str]) -> str:
+        return f"{len(group)} set" + "s" * (len(group) != 1)
+
+    def row(first: str, cells: Sequence[str]) -> str:
+        return "| " + " | ".join([first, *cells]) + " |"
+
     lines = [header] if header else []
     lines += [
-        "| test set | " + " | ".join(models) + " |",
-        "| --- | " + " | ".join("---" for _ in models) + " |",
+        row("model", [label(s) for s in cols] + [f"{name} ({count(group)})" for name, group in averages]),
+        row("---", ["---"] * (len(cols) + len(averages))),
+        row("utterances", [str(len(errors[models[0]][s])) if s in sets else "-" for s in cols] + [""] * len(averages)),
     ]
-    for test_set in sets:
-        tag = " (in-domain)" if test_set in in_domain else ""
-        cells = [f"{wer(errors[m][test_set]):.1f}" for m in models]
-        lines.append(f"| {test_set}{tag} | " + " | ".join(cells) + " |")
-    groups = [("average, all sets", list(sets))]
-    if in_domain and out_of_domain:
-        groups.insert(0, ("average, out-of-domain sets", out_of_domain))
-    for label, group in groups:
-        cells = [f"**{macro_wer(errors, m, group):.2f}**" for m in models]
-        lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
+    for m in models:
+        cells = [f"{wer(errors[m][s]):.1f}" if s in sets else "-" for s in cols]
+        lines.append(row(m, cells + [f"**{macro_wer(errors, m, group):.2f}**" for _, group in averages]))
+    missing = [label(s) for s in cols if s not in sets]
+    if missing:
+        lines += ["", f"Not evaluated: {', '.join(missing)}."]
     if focus is not None and len(models) > 1:
         group = out_of_domain or list(sets)
+        over = count(group).replace(" ", " out-of-domain ") if out_of_domain else count(group)
         lines += [
             "",
-            f"Relative reduction of the macro-average WER over the {len(group)} "
-            f"{'out-of-domain ' if out_of_domain else ''}sets by **{focus}** (95% confidence "
+            f"Relative reduction of the macro-average WER over the {over} by **{focus}** (95% confidence "
             f"interval: paired bootstrap over utterances, {resamples} resamples):",
             "",
             "| vs | WER reduction | 95% CI |",

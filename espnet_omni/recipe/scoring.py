@@ -150,12 +150,15 @@ def score_python(ref_trn: Path, hyp_trn: Path) -> List[UttErrors]:
 
 
 def score_dir(
-    ref_text: Path, hyp_text: Path, utt2spk: Path, out_dir: Path, scorer: str = "auto"
+    ref_text: Path, hyp_text: Path, utt2spk: Path, out_dir: Path, scorer: str = "auto",
+    glm: Optional[Path] = None,
 ) -> Tuple[List[UttErrors], str]:
     """Normalise, write ref.trn/hyp.trn, align, and write per-utterance and summary results.
 
     Args:
         scorer: "sclite", "python" or "auto" (sclite when installed).
+        glm: the corpus's NIST GLM file (Hub5'00): both sides are mapped to its canonical
+            spellings before the normaliser.
 
     Returns:
         per-utterance counts and the name of the scorer used.
@@ -165,9 +168,18 @@ def score_dir(
     if missing:
         raise ValueError(f"{hyp_text}: no hypothesis for {len(missing)} utterance(s), e.g. '{missing[0]}'")
     spk = {u: s for u, s in read_text(utt2spk).items()}
+    prepare = normalize
+    if glm is not None:
+        from espnet_omni.recipe.glm import read_glm
+
+        rules = read_glm(glm)
+
+        def prepare(text: str) -> str:
+            return normalize(rules.apply(text))
+
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_trn(out_dir / "ref.trn", {u: normalize(t) for u, t in refs.items()}, spk)
-    write_trn(out_dir / "hyp.trn", {u: normalize(hyps[u]) for u in refs}, spk)
+    write_trn(out_dir / "ref.trn", {u: prepare(t) for u, t in refs.items()}, spk)
+    write_trn(out_dir / "hyp.trn", {u: prepare(hyps[u]) for u in refs}, spk)
     sclite = find_sclite() if scorer in ("auto", "sclite") else None
     if scorer == "sclite" and sclite is None:
         raise FileNotFoundError("sclite not found: install Debian's sctk or use --scorer python")
@@ -183,7 +195,7 @@ def score_dir(
     totals = [sum(getattr(e, k) for e in errors) for k in ("sub", "dele", "ins")]
     wer = 100.0 * sum(totals) / max(words, 1)
     (out_dir / "result.txt").write_text(
-        f"scorer: {name}\nnormaliser: whisper EnglishTextNormalizer\n"
+        f"scorer: {name}\nnormaliser: whisper EnglishTextNormalizer{' after the GLM ' + str(glm) if glm else ''}\n"
         f"utterances: {len(errors)}\nwords: {words}\n"
         f"substitutions: {totals[0]}\ndeletions: {totals[1]}\ninsertions: {totals[2]}\n"
         f"WER: {wer:.2f}\n"

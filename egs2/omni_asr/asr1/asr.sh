@@ -3,7 +3,8 @@
 # their dense twin, using the pip-installed ESPnet only (no ESPnet checkout, no Kaldi).
 #
 # Stages:
-#   1  data preparation (local/data.sh: the generated corpus by default)
+#   1  data preparation (local/data.sh): the generated corpus, and the benchmark test sets
+#      (librispeech_test_clean, ..., swbd_eval2000) from the corpus folders db.sh names
 #   2  validation of every data dir
 #   3  duration filtering of the training and validation sets
 #   4  BPE model and token list
@@ -14,6 +15,11 @@
 #   9  results: <expdir>/RESULTS.md with relative WER reductions and bootstrap confidence intervals
 #  10  packing of each model (zip for espnet_model_zoo)
 #  11  upload of the packed models to Hugging Face (needs --hf_repo_prefix)
+#
+# Evaluation without training (as ESPnet's asr.sh): --skip_train true runs stages 1, 2 and 7-9
+# on the test sets only, with the models of an existing --expdir, or with packed models
+# (--download_model "a.zip b.zip" or model-zoo / Hugging Face names) unpacked into
+# <expdir>/download/asr_<name>/, where their decodings and RESULTS.md go.
 set -euo pipefail
 
 log() {
@@ -30,6 +36,7 @@ nj=2                  # parallel jobs for data preparation and statistics
 inference_nj=2        # parallel decoding jobs per test set
 python=python3
 smoke=false           # every stage on a tiny corpus with tiny models (minutes)
+skip_train=false      # only prepare, decode and score the test sets (stages 1, 2, 7-9)
 train_jobs=1          # models trained at the same time
 train_threads=0       # torch threads per training process (0: CPU cores / train_jobs)
 
@@ -43,7 +50,7 @@ audio_dir=downloads/omni_synth   # audio of the generated corpus
 train_set=train
 valid_set=dev
 test_sets="test_clean"
-in_domain_sets="test_clean"
+in_domain_sets="test_clean librispeech_test_clean"
 num_train=3000        # generated corpus size (stage 1)
 num_dev=200
 num_test=200
@@ -64,6 +71,7 @@ inference_config=conf/decode_ctc.yaml   # used by beam_search
 inference_model=valid.cer_ctc.ave.pth
 inference_args=
 focus_model=omni_router
+download_model=       # packed models to evaluate: .zip files, model-zoo or Hugging Face names
 
 # Language model (shallow fusion in beam_search decoding)
 use_lm=false
@@ -81,6 +89,9 @@ Usage: $0 [options]
   --nj N                     data preparation / statistics jobs ($nj)
   --inference_nj N           decoding jobs per test set ($inference_nj)
   --models "a b c"           models to train and compare ($models)
+  --skip_train true          only prepare, decode and score the test sets, with the models in
+                             --expdir or those of --download_model
+  --download_model "x.zip .."  packed models (zip, model-zoo or Hugging Face name) to evaluate
   --train_jobs N             models trained at the same time ($train_jobs)
   --asr_config_dir DIR       directory of train_asr_<model>.yaml ($asr_config_dir)
   --asr_args "..."           extra arguments for training
@@ -89,7 +100,10 @@ Usage: $0 [options]
   --use_lm true|false        train a token LM and fuse it in beam_search decoding ($use_lm)
   --lm_config FILE           LM training config ($lm_config)
   --lm_args "..."            extra arguments for LM training
-  --train_set X --valid_set Y --test_sets "..."   Kaldi data dirs under <datadir>
+  --train_set X --valid_set Y --test_sets "..."   Kaldi data dirs under <datadir>; benchmark
+                             test sets: ami_ihm_eval chime6_eval commonvoice_test fleurs_test
+                             callhome_eval2000 swbd_eval2000 librispeech_test_clean
+                             librispeech_test_other wsj_eval92 tedlium3_test voxpopuli_test
   --in_domain_sets "..."     test sets excluded from the out-of-domain average
   --num_train/--num_dev/--num_test N   generated corpus size ($num_train/$num_dev/$num_test)
   --nbpe N                   BPE units ($nbpe)
@@ -145,9 +159,28 @@ if "${use_lm}"; then
     fi
     inference_tag=${inference_tag}_${lm_tag}
 fi
-decode_name=decode_${inference_tag}_${inference_model%.pth}
 read -r -a model_list <<< "${models}"
 read -r -a test_list <<< "${test_sets}"
+asr_exps=${expdir}  # each model's experiment folder is <asr_exps>/asr_<model>
+if [ -n "${download_model}" ]; then
+    # Packed models are named after their file (asr_omni_router.zip -> omni_router) and
+    # unpacked apart from trained ones, which they must never overwrite.
+    skip_train=true
+    asr_exps=${expdir}/download
+    inference_model=packed.pth
+    read -r -a download_list <<< "${download_model}"
+    model_list=()
+    for source in "${download_list[@]}"; do
+        name=$(basename "${source}" .zip)
+        name=${name#asr_}
+        if [[ " ${model_list[*]} " == *" ${name} "* ]]; then
+            echo "$0: two packed models are named '${name}': rename one of ${download_model}" >&2
+            exit 1
+        fi
+        model_list+=("${name}")
+    done
+fi
+decode_name=decode_${inference_tag}_${inference_model%.pth}
 
 config_of() {  # train_asr_<model>.yaml, or <model>.yaml as in the package's conf/<size>/
     if [ -f "${asr_config_dir}/train_asr_$1.yaml" ]; then
@@ -157,7 +190,7 @@ config_of() {  # train_asr_<model>.yaml, or <model>.yaml as in the package's con
     fi
 }
 for model in "${model_list[@]}"; do
-    if [ ! -f "$(config_of "${model}")" ]; then
+    if ! "${skip_train}" && [ ! -f "$(config_of "${model}")" ]; then
         echo "$0: no config $(config_of "${model}") for model '${model}'" >&2
         exit 1
     fi
@@ -180,17 +213,42 @@ split_keys() {  # <scp> <out_dir> <parts>: first column split into <out_dir>/key
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: data preparation"
-    local/data.sh --data_dir "${datadir}" --audio_dir "${audio_dir}" --nj "${nj}" --num_train "${num_train}" --num_dev "${num_dev}" \
+    data_sets=${test_sets}
+    "${skip_train}" || data_sets="${train_set} ${valid_set} ${data_sets}"
+    local/data.sh --sets "${data_sets}" --data_dir "${datadir}" --audio_dir "${audio_dir}" --nj "${nj}" --num_train "${num_train}" --num_dev "${num_dev}" \
         --num_test "${num_test}" --seed "${corpus_seed}" --python "${python}"
 fi
 
-if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
-    log "Stage 2: validating ${datadir}/{${train_set},${valid_set},${test_sets// /,}}"
-    ${python} -m espnet_omni.bin.validate_data_dir "${datadir}/${train_set}" "${datadir}/${valid_set}" \
-        "${test_list[@]/#/${datadir}/}"
+# A test set stage 1 could not prepare (its corpus is not on disk) is left out of the later
+# stages; the results table marks its column as not evaluated.
+if [ "${stop_stage}" -ge 2 ]; then
+    prepared=()
+    for dset in "${test_list[@]}"; do
+        if [ -f "${datadir}/${dset}/wav.scp" ]; then
+            prepared+=("${dset}")
+        else
+            log "Left out: ${dset} (no ${datadir}/${dset}/wav.scp; stage 1 says why)"
+        fi
+    done
+    if [ "${#prepared[@]}" -eq 0 ]; then
+        echo "$0: none of the test sets (${test_sets}) is prepared in ${datadir}" >&2
+        exit 1
+    fi
+    test_list=("${prepared[@]}")
 fi
 
-if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
+if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
+    to_validate=("${test_list[@]/#/${datadir}/}")
+    "${skip_train}" || to_validate=("${datadir}/${train_set}" "${datadir}/${valid_set}" "${to_validate[@]}")
+    log "Stage 2: validating ${to_validate[*]}"
+    ${python} -m espnet_omni.bin.validate_data_dir "${to_validate[@]}"
+fi
+
+if "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 3 ]; then
+    log "Stages 3-6 skipped (--skip_train true): decoding with the models in ${asr_exps}"
+fi
+
+if ! "${skip_train}" && [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     log "Stage 3: keeping ${min_wav_duration}-${max_wav_duration} s utterances of ${train_set}, ${valid_set}"
     for dset in "${train_set}" "${valid_set}"; do
         ${python} -m espnet_omni.bin.filter_data_dir --min_seconds "${min_wav_duration}" \
@@ -198,7 +256,7 @@ if [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     done
 fi
 
-if [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
+if ! "${skip_train}" && [ "${stage}" -le 4 ] && [ "${stop_stage}" -ge 4 ]; then
     log "Stage 4: ${bpe_type} model with ${nbpe} units and token list in ${token_dir}"
     ${python} -m espnet_omni.bin.make_token_list --text "${dumpdir}/raw/${train_set}/text" \
         --nbpe "${nbpe}" --model_type "${bpe_type}" --out_dir "${token_dir}"
@@ -215,7 +273,7 @@ bpe_shapes() {  # <stats_dir>: text_shape.bpe (lengths + vocabulary size) for tr
     done
 }
 
-if [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
+if ! "${skip_train}" && [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     log "Stage 5: feature statistics in ${stats_dir} (${nj} jobs)"
     first_config=$(config_of "${model_list[0]}")
     # Built in a temporary folder and swapped in at the end: a failed re-run keeps the old one.
@@ -290,7 +348,7 @@ train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/tra
         --fold_length 150 --resume true --output_dir "${lm_exp}" ${lm_args} > "${lm_exp}/train.log" 2>&1
 }
 
-if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+if ! "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     # Up to train_jobs models train at once; on CPUs, several single-threaded runs use the
     # cores better than one multi-threaded run of these small models.
     threads=${train_threads}
@@ -324,10 +382,17 @@ if [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
 fi
 
 if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
+    if [ -n "${download_model}" ]; then
+        for i in "${!download_list[@]}"; do
+            log "Stage 7: unpacking ${download_list[$i]} -> ${asr_exps}/asr_${model_list[$i]}"
+            ${python} -m espnet_omni.bin.unpack_model --model "${download_list[$i]}" \
+                --exp_dir "${asr_exps}/asr_${model_list[$i]}" --model_file "${inference_model}"
+        done
+    fi
     # All test sets of a model are decoded in one pass of inference_nj jobs (keys prefixed
     # with "<set>/"), then split per set: every ESPnet process spends ~10 s importing.
     for model in "${model_list[@]}"; do
-        exp=${expdir}/asr_${model}
+        exp=${asr_exps}/asr_${model}
         dir=${exp}/${decode_name}
         work=${dir}.tmp
         log "Stage 7: decoding ${test_sets} with ${exp}/${inference_model} -> ${dir}"
@@ -342,7 +407,14 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         else
             decoder=(-m espnet_omni.bin.asr_inference --batch_size 1 --config "${inference_config}")
         fi
-        if "${use_lm}"; then
+        if "${use_lm}" && [ -d "${exp}/lm" ]; then  # the LM packed with the model
+            decoder+=(--lm_train_config "${exp}/lm/config.yaml" --lm_file "${exp}/lm/model.pth")
+        elif "${use_lm}"; then
+            if [ ! -f "${lm_exp}/${inference_lm}" ]; then
+                echo "$0: --use_lm true, but ${exp} has no lm/ and ${lm_exp}/${inference_lm} does not exist" \
+                    "(decode without an LM: --use_lm false --inference_tool greedy_ctc)" >&2
+                exit 1
+            fi
             decoder+=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
         fi
         # shellcheck disable=SC2086
@@ -371,21 +443,21 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
     score_args=()
     for model in "${model_list[@]}"; do
         for dset in "${test_list[@]}"; do
-            score_args+=(--ref "${datadir}/${dset}" --hyp "${expdir}/asr_${model}/${decode_name}/${dset}")
+            score_args+=(--ref "${datadir}/${dset}" --hyp "${asr_exps}/asr_${model}/${decode_name}/${dset}")
         done
     done
     ${python} -m espnet_omni.bin.score "${score_args[@]}"
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
-    log "Stage 9: results -> ${expdir}/RESULTS.md"
-    # shellcheck disable=SC2046
-    ${python} -m espnet_omni.bin.make_results --exp_dirs "${model_list[@]/#/${expdir}/asr_}" \
+    log "Stage 9: results -> ${asr_exps}/RESULTS.md"
+    # shellcheck disable=SC2086
+    ${python} -m espnet_omni.bin.make_results --exp_dirs "${model_list[@]/#/${asr_exps}/asr_}" \
         --decode_name "${decode_name}" --sets "${test_list[@]}" \
-        --in_domain ${in_domain_sets} --focus "${focus_model}" --output "${expdir}/RESULTS.md"
+        --in_domain ${in_domain_sets} --focus "${focus_model}" --output "${asr_exps}/RESULTS.md"
 fi
 
-if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+if ! "${skip_train}" && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     for model in "${model_list[@]}"; do
         exp=${expdir}/asr_${model}
         log "Stage 10: packing ${exp} -> ${exp}/asr_${model}.zip"
@@ -400,7 +472,7 @@ if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
     done
 fi
 
-if [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
+if ! "${skip_train}" && [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
     if [ -z "${hf_repo_prefix}" ]; then
         log "Stage 11: skipped (give --hf_repo_prefix to upload to Hugging Face)"
     else

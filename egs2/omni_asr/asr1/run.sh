@@ -4,6 +4,8 @@
 #   ./run.sh                                   # everything (about 28 min on 2 CPU cores)
 #   ./run.sh --smoke true                      # every stage on a tiny corpus (minutes)
 #   ./run.sh --stage 6 --stop_stage 9          # resume from training
+#   ./run.sh --skip_train true --test_sets "librispeech_test_other tedlium3_test ..." \
+#       --download_model "a.zip b.zip"         # packed models on the benchmark sets (db.sh)
 set -euo pipefail
 
 train_set=train
@@ -14,7 +16,7 @@ test_sets="test_clean test_accent test_variant test_rate test_noise test_babble 
     --train_set "${train_set}" \
     --valid_set "${valid_set}" \
     --test_sets "${test_sets}" \
-    --in_domain_sets "test_clean" \
+    --in_domain_sets "test_clean librispeech_test_clean" \
     --models "dense_transformer switch omni_router" \
     --train_jobs 3 \
     --asr_config_dir conf \
