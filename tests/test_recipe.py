@@ -152,4 +152,17 @@ def test_packed_models_are_evaluated_on_benchmark_sets_without_training(smoke, t
     assert "| model | AMI-IHM | CHiME-6 |" in results
     assert "| utterances | - | - | - | - | - | - | 4 | - | - | - | - |" in results
     assert "Not evaluated: AMI-IHM" in results and "TED-LIUM 3, VoxPopuli." in results
+    assert "| LibriSpeech test-clean (in-domain) |" in results
     assert digest(exp / "asr_omni_router" / "valid.cer_ctc.best.pth") == trained
+
+    # A trained experiment folder, evaluated in place: the prepared set is reused as it is,
+    # the training run's RESULTS.md is kept and the evaluation's goes to exp/eval/.
+    training_results = (exp / "RESULTS.md").read_text()
+    proc = run_recipe(root, "--skip_train", "true", "--models", "omni_router",
+                      "--test_sets", "librispeech_test_clean", LIBRISPEECH=str(tmp_path / "corpora"))
+    assert "librispeech_test_clean: up to date" in proc.stdout
+    hyps = exp / "asr_omni_router" / "decode_ctc_lm_lm_rnn_valid.cer_ctc.best" / "librispeech_test_clean" / "text"
+    assert [line.split()[0] for line in hyps.read_text().splitlines()] == sorted(written)
+    assert digest(exp / "asr_omni_router" / "valid.cer_ctc.best.pth") == trained
+    assert (exp / "RESULTS.md").read_text() == training_results
+    assert "| omni_router | - | - |" in (exp / "eval" / "RESULTS.md").read_text()

@@ -17,9 +17,10 @@
 #  11  upload of the packed models to Hugging Face (needs --hf_repo_prefix)
 #
 # Evaluation without training (as ESPnet's asr.sh): --skip_train true runs stages 1, 2 and 7-9
-# on the test sets only, with the models of an existing --expdir, or with packed models
-# (--download_model "a.zip b.zip" or model-zoo / Hugging Face names) unpacked into
-# <expdir>/download/asr_<name>/, where their decodings and RESULTS.md go.
+# on the test sets only, with the models of an existing --expdir (their RESULTS.md goes to
+# <expdir>/eval/, beside the training run's), or with packed models (--download_model
+# "a.zip b.zip" or model-zoo / Hugging Face names) unpacked into <expdir>/download/asr_<name>/,
+# where their decodings and RESULTS.md go.
 set -euo pipefail
 
 log() {
@@ -181,6 +182,10 @@ if [ -n "${download_model}" ]; then
     done
 fi
 decode_name=decode_${inference_tag}_${inference_model%.pth}
+results=${asr_exps}/RESULTS.md
+if "${skip_train}" && [ -z "${download_model}" ]; then
+    results=${expdir}/eval/RESULTS.md  # the training run's RESULTS.md stays as it is
+fi
 
 config_of() {  # train_asr_<model>.yaml, or <model>.yaml as in the package's conf/<size>/
     if [ -f "${asr_config_dir}/train_asr_$1.yaml" ]; then
@@ -450,11 +455,12 @@ if [ "${stage}" -le 8 ] && [ "${stop_stage}" -ge 8 ]; then
 fi
 
 if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
-    log "Stage 9: results -> ${asr_exps}/RESULTS.md"
+    log "Stage 9: results -> ${results}"
+    mkdir -p "$(dirname "${results}")"
     # shellcheck disable=SC2086
     ${python} -m espnet_omni.bin.make_results --exp_dirs "${model_list[@]/#/${asr_exps}/asr_}" \
         --decode_name "${decode_name}" --sets "${test_list[@]}" \
-        --in_domain ${in_domain_sets} --focus "${focus_model}" --output "${asr_exps}/RESULTS.md"
+        --in_domain ${in_domain_sets} --focus "${focus_model}" --output "${results}"
 fi
 
 if ! "${skip_train}" && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
