@@ -25,7 +25,7 @@ export PYTHONUNBUFFERED=1
   echo
   echo '```'
   start=$SECONDS
-  timeout 150 "$python" -m pytest -q -p no:cacheprovider --noconftest -rs tests/test_cuda.py 2>&1 | tail -n 60
+  timeout 150 "$python" -m pytest -q -p no:cacheprovider --noconftest -rs tests/test_moe_cuda.py 2>&1 | tail -n 60
   echo '```'
   echo "($((SECONDS - start)) s)"
   echo

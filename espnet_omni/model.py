@@ -9,7 +9,7 @@ from typeguard import typechecked
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
-from espnet_omni.analysis.routing_stats import routing_health
+from espnet_omni.analysis.routing_stats import routing_health, routing_health_keys
 from espnet_omni.moe.losses import mean_router_losses
 
 
@@ -24,8 +24,10 @@ class MoEESPnetASRModel(ESPnetASRModel):
     literature (Switch Transformer 1e-2, ST-MoE z-loss 1e-3). ``scale_router_losses: false``
     adds them unscaled. ``stats`` gains ``loss_lb``, ``loss_z`` and per-block routing health
     (``route_entropy_b*``, ``route_max_load_b*``, ``route_unused_b*``, ``route_nmi``), which
-    ESPnet logs and plots to ``exp/<dir>/images``. With an encoder that has no MoE block the
-    model is ESPnet's.
+    ESPnet logs and plots to ``exp/<dir>/images``; a block that layer drop skipped reports NaN,
+    which ESPnet's reporter leaves out. The routing is collected from the encoder for the
+    duration of ``forward`` only (``collect_routing``), so inference (``encode``) leaves nothing
+    of a batch on the encoder. With an encoder that has no MoE block the model is ESPnet's.
 
     Args:
         load_balance_weight: weight of the Switch load-balancing loss.
@@ -66,21 +68,33 @@ class MoEESPnetASRModel(ESPnetASRModel):
         **kwargs,
     ) -> Tuple[torch.Tensor, Dict[str, torch.Tensor], torch.Tensor]:
         """ESPnet's forward, then the router losses of the encoder's MoE blocks."""
-        loss, stats, weight = super().forward(
-            speech, speech_lengths, text, text_lengths, **kwargs
-        )
-        routing = self.encoder.pop_routing() if hasattr(self.encoder, "pop_routing") else []
-        if not routing:
-            return loss, stats, weight
-        loss_lb, loss_z = mean_router_losses(routing)
-        aux = self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
-        if self.scale_router_losses:
-            aux = aux * routing[0].real_tokens().sum() / speech.size(0)  # no host sync
-        loss = loss + aux
-        stats["loss_lb"] = loss_lb.detach()
-        stats["loss_z"] = loss_z.detach()
+        moe_blocks = getattr(self.encoder, "moe_blocks", None)
+        if not moe_blocks:
+            return super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+        # The routing lives only as long as this call: nothing of the batch stays on the
+        # encoder once the losses are built.
+        with self.encoder.collect_routing() as trace:
+            loss, stats, weight = super().forward(
+                speech, speech_lengths, text, text_lengths, **kwargs
+            )
+        nan = loss.new_tensor(float("nan")).detach()
+        if trace.outputs:
+            loss_lb, loss_z = mean_router_losses(trace.outputs)
+            aux = self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
+            if self.scale_router_losses:
+                frames = trace.outputs[0].real_tokens().sum()  # a tensor: no host sync
+                aux = aux * frames / speech.size(0)
+            loss = loss + aux
+            stats["loss_lb"], stats["loss_z"] = loss_lb.detach(), loss_z.detach()
+        else:  # layer drop skipped every MoE block
+            stats["loss_lb"], stats["loss_z"] = nan, nan
         if self.report_routing:
-            stats.update(routing_health(routing, self.encoder.moe_blocks))
+            health = routing_health(trace.outputs, trace.blocks)
+            # Every step reports the same keys, which distributed training's stats reduction
+            # needs; a block skipped by layer drop reports NaN, which ESPnet's reporter leaves
+            # out of its averages.
+            for key in routing_health_keys(moe_blocks):
+                stats[key] = health.get(key, nan)
         stats["loss"] = loss.detach()
         return force_gatherable((loss, stats, weight), loss.device)
 

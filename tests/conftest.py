@@ -1,8 +1,10 @@
 """Shared fixtures: a small tone-sequence corpus generated on the fly."""
 
+import importlib.util
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +13,21 @@ import soundfile
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
+# On PYTHONPATH, its sitecustomize runs subprocesses without network and without chosen modules.
+SANDBOX = REPO / "tests" / "sandbox"
+# The tests run offline: the sandbox's network guard is loaded into this process and, through
+# PYTHONPATH, into every process a test starts; an attempt anywhere fails the run.
+NETWORK_LOG = Path(tempfile.gettempdir()) / f"omni-test-network-{os.getpid()}.log"
+NETWORK_LOG.unlink(missing_ok=True)
+os.environ["OMNI_TEST_NETWORK_LOG"] = str(NETWORK_LOG)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SANDBOX), os.environ.get("PYTHONPATH")]))
+_sandbox = importlib.util.spec_from_file_location("omni_test_sandbox", SANDBOX / "sitecustomize.py")
+_sandbox.loader.exec_module(importlib.util.module_from_spec(_sandbox))
+# The top-level modules of the recipe extra's packages (setup.py), and transformers (hf extra).
+EXTRA_MODULES = (
+    "matplotlib", "tensorboard", "whisper_normalizer", "espeakng_loader", "lhotse", "desphere",
+    "desphere_native", "soxr", "huggingface_hub", "transformers",
+)
 
 # Each letter is a tone; words are letter sequences. Learnable by a tiny CTC model in seconds.
 LETTERS = {"a": 300.0, "b": 500.0, "c": 750.0, "d": 1100.0, "e": 1600.0}
@@ -69,3 +86,11 @@ def tone_corpus(tmp_path_factory):
         "train": make_tone_corpus(root / "train", 48, seed=0, prefix="tr"),
         "dev": make_tone_corpus(root / "dev", 8, seed=1, prefix="dv"),
     }
+
+
+def pytest_sessionfinish(session, exitstatus):
+    attempts = NETWORK_LOG.read_text() if NETWORK_LOG.exists() else ""
+    NETWORK_LOG.unlink(missing_ok=True)
+    if attempts:
+        sys.stderr.write(f"\nNetwork access attempted during the tests (refused):\n{attempts}\n")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,5 +1,9 @@
 """ESPnet encoder contract and router sharing for omni_router, switch and dense_transformer."""
 
+import dataclasses
+import gc
+import weakref
+
 import pytest
 import torch
 
@@ -112,9 +116,10 @@ def test_shared_router_gets_gradient_from_every_moe_block():
     xs, ilens = torch.randn(2, 10, FEAT), torch.tensor([10, 7])
     for block in range(SMALL["num_blocks"]):
         encoder.zero_grad()
-        encoder(xs, ilens)
+        with encoder.collect_routing() as trace:
+            encoder(xs, ilens)
         # The gate of one block's choices depends on the router only through that block.
-        encoder.routing[block].gate.sum().backward()
+        trace.outputs[block].gate.sum().backward()
         assert router.weight.grad is not None and router.weight.grad.abs().sum() > 0, block
 
 
@@ -132,7 +137,10 @@ def test_experts_are_distinct_parameters():
 def test_every_other_and_explicit_moe_layers():
     every_other = build("omni_router", moe_layers="every_other", num_blocks=4)
     explicit = build("switch", moe_layers=[1, 4], num_blocks=4)
-    kinds = lambda enc: [isinstance(l.feed_forward, MoEFeedForward) for l in enc.encoders]
+
+    def kinds(enc):
+        return [isinstance(block.feed_forward, MoEFeedForward) for block in enc.encoders]
+
     assert kinds(every_other) == [False, True, False, True]
     assert kinds(explicit) == [True, False, False, True]
     assert every_other.moe_blocks == [2, 4] and explicit.moe_blocks == [1, 4]
@@ -199,3 +207,101 @@ def test_grouped_gemm_is_read_as_experts_implementation():
     )
     with pytest.raises(ValueError, match="only experts_implementation"):
         build("switch", grouped_gemm=True, experts_implementation="eager")
+
+
+def tensors_held_by_modules(root: torch.nn.Module):
+    """{path: tensor} of every tensor an attribute of a module of ``root`` refers to, its
+    parameters and buffers aside (lists, tuples, dicts and dataclasses searched too)."""
+    found = {}
+
+    def visit(path, value, depth):
+        if isinstance(value, torch.Tensor):
+            found[path] = value
+        elif depth < 4 and isinstance(value, (list, tuple)):
+            for i, item in enumerate(value):
+                visit(f"{path}[{i}]", item, depth + 1)
+        elif depth < 4 and isinstance(value, dict):
+            for key, item in value.items():
+                visit(f"{path}[{key!r}]", item, depth + 1)
+        elif depth < 4 and dataclasses.is_dataclass(value) and not isinstance(value, type):
+            for f in dataclasses.fields(value):
+                visit(f"{path}.{f.name}", getattr(value, f.name), depth + 1)
+
+    for name, module in root.named_modules():
+        for key, value in vars(module).items():
+            if key not in ("_parameters", "_buffers", "_modules"):
+                visit(f"{name}.{key}", value, 0)
+    return found
+
+
+def assert_keeps_nothing_of_a_batch(root, run, make_batch):
+    """After ``run(batch)`` no module attribute holds a tensor of that batch: what the modules
+    hold after a second batch (same shapes, other values) is what they held after the first,
+    and the batch itself is freed once the caller drops it."""
+    run(make_batch(1))
+    held = {path: t.detach().clone() for path, t in tensors_held_by_modules(root).items()}
+    batch = make_batch(2)
+    freed = weakref.ref(batch[0])
+    run(batch)
+    after = tensors_held_by_modules(root)
+    assert sorted(after) == sorted(held)
+    for path, tensor in after.items():
+        assert torch.equal(tensor, held[path]), f"{path} holds batch data"
+    del batch
+    gc.collect()
+    assert freed() is None, "the input of the forward is still referenced"
+
+
+@pytest.mark.parametrize("name", VARIANTS)
+@pytest.mark.parametrize("mode", ["eval_no_grad", "eval", "train"])
+def test_forward_keeps_nothing_of_the_batch(name, mode):
+    """Neither routing nor attention weights stay on the encoder after its forward."""
+    torch.manual_seed(0)
+    encoder = build(name, input_layer="stack", normalize_before=False)
+    encoder.train(mode == "train")
+
+    def make_batch(seed):
+        g = torch.Generator().manual_seed(seed)
+        return torch.randn(3, 37, FEAT, generator=g), torch.tensor([37, 30, 11])
+
+    def run(batch):
+        with torch.set_grad_enabled(mode != "eval_no_grad"):
+            out, olens, _ = encoder(*batch)
+        if mode == "train":
+            out.sum().backward()
+
+    assert_keeps_nothing_of_a_batch(encoder, run, make_batch)
+    assert encoder._routing_trace is None
+    assert all(layer.self_attn.attn is None for layer in encoder.encoders)
+
+
+def test_collect_routing_hands_over_every_moe_block_and_then_lets_go():
+    encoder = build("switch", moe_layers=[1, 3], input_layer="linear")
+    xs, ilens = torch.randn(2, 10, FEAT), torch.tensor([10, 7])
+    with encoder.collect_routing() as trace:
+        encoder(xs, ilens)
+        with pytest.raises(RuntimeError, match="already active"):
+            with encoder.collect_routing():
+                pass
+    assert trace.blocks == [1, 3] and len(trace.outputs) == 2
+    assert trace.outputs[0].token_mask.tolist() == [True] * 10 + [True] * 7 + [False] * 3
+    assert encoder._routing_trace is None
+    encoder(xs, ilens)  # outside the block: collected nowhere
+    assert len(trace.outputs) == 2
+
+
+def test_stochastic_depth_of_moe_encoder_layer():
+    """ESPnet's EncoderLayer stochastic depth: a skipped layer is the identity and returns no
+    routing; a kept one scales its residual branches by 1 / (1 - p)."""
+    torch.manual_seed(0)
+    encoder = build("omni_router", input_layer="linear", num_blocks=1)
+    layer = encoder.encoders[0]
+    x, mask = torch.randn(2, 5, 16), torch.ones(2, 1, 5, dtype=torch.bool)
+    layer.stochastic_depth_rate = 1 - 1e-9
+    out, _, routing = layer(x, mask)
+    assert out is x and routing is None
+    layer.stochastic_depth_rate = 0.5
+    outs = {layer(x, mask)[2] is None for _ in range(30)}
+    assert outs == {True, False}
+    layer.eval()
+    assert layer(x, mask)[2] is not None

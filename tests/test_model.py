@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import espnet_omni  # noqa: F401
-from espnet_omni.bin.count_params import build_model_from_config
+from espnet_omni.configs import build_model_from_config
 from espnet_omni.moe.losses import load_balancing_loss, router_z_loss
 
 from conftest import CONF
@@ -24,10 +24,10 @@ def test_loss_adds_weighted_router_losses_and_reports_them():
     model.load_balance_weight, model.router_z_weight = 0.5, 0.25
     with torch.no_grad():
         loss, stats, _ = model(*batch())
-        routing = model.encoder.routing  # popped by the model: recompute below
-        assert routing == []
-        feats, feats_lens = model.encode(batch()[0], batch()[1])
-        routing = model.encoder.pop_routing()
+        with model.encoder.collect_routing() as trace:  # the same forward, routing kept
+            model.encode(batch()[0], batch()[1])
+    routing = trace.outputs
+    assert trace.blocks == [1, 2]
     lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
     z = torch.stack([router_z_loss(r) for r in routing]).mean()
     torch.testing.assert_close(stats["loss_lb"].reshape(()), lb)
@@ -72,3 +72,44 @@ def test_negative_weights_are_rejected():
             decoder=None, ctc=CTC(5, 4), joint_network=None, ctc_weight=1.0,
             load_balance_weight=-1.0,
         )
+
+
+@pytest.mark.parametrize("config", ["omni_router", "switch", "dense_transformer"])
+def test_inference_keeps_nothing_of_the_batch(config):
+    """After ``encode`` (what Speech2Text runs) and an eval-mode forward (validation), no
+    module of the model holds a tensor of the batch."""
+    from test_encoder import assert_keeps_nothing_of_a_batch
+
+    torch.manual_seed(0)
+    model = build_model_from_config(CONF / "tiny" / f"{config}.yaml", 30, device="cpu").eval()
+
+    def encode(b):
+        with torch.no_grad():
+            model.encode(b[0], b[1])
+
+    def forward(b):
+        with torch.no_grad():
+            model(*b)
+
+    assert_keeps_nothing_of_a_batch(model, encode, batch)
+    assert_keeps_nothing_of_a_batch(model, forward, batch)
+
+
+def test_layer_drop_keeps_the_stats_keys_and_skips_skipped_blocks():
+    """Every step reports the same keys (distributed training reduces them together); a MoE
+    block skipped by layer drop reports NaN, and with every block skipped the loss is ESPnet's."""
+    torch.manual_seed(0)
+    model = build_model_from_config(CONF / "tiny" / "switch.yaml", 30, device="cpu")
+    _, full, _ = model(*batch())
+    model.encoder.layer_drop_rate = 0.5
+    seen = set()
+    for _ in range(12):
+        loss, stats, _ = model(*batch())
+        assert sorted(stats) == sorted(full)
+        ran = tuple(b for b in (1, 2) if torch.isfinite(stats[f"route_entropy_b{b}"]))
+        seen.add(ran)
+        assert torch.isfinite(loss)
+        assert torch.isfinite(stats["loss_lb"]) == bool(ran)
+        if not ran:
+            torch.testing.assert_close(loss.reshape(()), stats["loss_ctc"].reshape(()))
+    assert () in seen and len(seen) >= 3

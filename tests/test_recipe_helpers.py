@@ -1,12 +1,15 @@
-"""Data-dir validation, scoring (sclite and the Python scorer), results with bootstrap CIs."""
+"""Data-dir validation, scoring (sclite and the Python scorer), results with bootstrap CIs,
+the model folder prepared for publishing."""
 
 import random
+import zipfile
 
 import numpy as np
 import pytest
 import soundfile
 
 from espnet_omni.recipe import data_dir, results, scoring
+from espnet_omni.recipe.publish import prepare_model_folder
 from espnet_omni.recipe.scoring import UttErrors
 
 
@@ -160,3 +163,30 @@ def test_benchmark_table_has_the_papers_columns_and_says_what_it_covers():
     assert f"| switch | - | - | - | - | - | {swbd:.1f} |" in table and f"**{(swbd + ted) / 2:.2f}**" in table
     assert "Not evaluated: AMI-IHM, CHiME-6, CommonVoice, FLEURS, CallHome, LibriSpeech test-other" in table
     assert "over the 2 out-of-domain sets" in table and "| dense_transformer | +" in table
+
+
+def _zip(path, files):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, text in files.items():
+            archive.writestr(name, text)
+    return path
+
+
+def test_publish_folder_has_a_card_and_a_bad_zip_keeps_the_earlier_folder(tmp_path):
+    meta = "files:\n  asr_model_file: exp/model.pth\nyaml_files:\n  asr_train_config: exp/config.yaml\n"
+    config = "encoder: switch\nencoder_conf:\n  num_experts: 4\n"
+    model_zip = _zip(tmp_path / "model.zip", {"meta.yaml": meta, "exp/config.yaml": config, "exp/model.pth": "w"})
+    folder = prepare_model_folder(model_zip, "someone/tiny", None)
+    assert folder == tmp_path / "hf_model"
+    card = (folder / "README.md").read_text()
+    assert "`switch` encoder" in card and "num_experts: 4" in card and "Not reported." in card
+    assert 'from_pretrained("someone/tiny", ctc_weight=1.0, beam_size=1' in card  # no LM packed
+    assert (folder / "exp" / "model.pth").read_text() == "w"
+
+    _zip(model_zip, {"meta.yaml": "files: {}\n"})
+    with pytest.raises(ValueError, match="model.zip: no meta.yaml naming an asr_train_config"):
+        prepare_model_folder(model_zip, "someone/tiny", None)
+    assert "`switch` encoder" in (folder / "README.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_model", "model.zip"]  # no staging left
+    with pytest.raises(ValueError, match="<user or org>/<name>, got 'tiny'"):
+        prepare_model_folder(model_zip, "tiny", None)

@@ -3,7 +3,7 @@
 Used by tools/install.sh to install ESPnet's dependencies without ESPnet's stale
 setuptools pin::
 
-    python tools/requirements.py espnet "espnet-omni[test]" --replace "setuptools>=77.0.3,<81"
+    python tools/requirements.py espnet "espnet-omni[recipe,test]" --replace "setuptools>=77.0.3,<81"
 
 The named distributions themselves, and torch/torchaudio (chosen by the install script),
 are left out.

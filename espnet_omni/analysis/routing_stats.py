@@ -7,7 +7,7 @@ weighting, not by boolean indexing, and counts come from ``index_add_``, not ``b
 """
 
 import math
-from typing import Dict, Sequence
+from typing import Dict, List, Sequence
 
 import torch
 
@@ -41,6 +41,16 @@ def decision_nmi(first: RouterOutput, second: RouterOutput) -> torch.Tensor:
     mutual = ha + hb + torch.xlogy(joint, joint).sum()  # H(a) + H(b) - H(a, b)
     denom = torch.sqrt(ha * hb)
     return torch.where(denom > 0, mutual / denom, 0.0).float()
+
+
+def routing_health_keys(block_numbers: Sequence[int]) -> List[str]:
+    """The keys :func:`routing_health` returns when every block of ``block_numbers`` ran."""
+    keys = [
+        f"route_{name}_b{block}"
+        for block in block_numbers
+        for name in ("entropy", "max_load", "unused")
+    ]
+    return keys + (["route_nmi"] if len(block_numbers) > 1 else [])
 
 
 @torch.no_grad()

@@ -67,9 +67,7 @@ STACK_LAYERS = 12
 
 def dense_ffn(d: int, f: int, device: torch.device) -> torch.nn.Module:
     """ESPnet's dense PositionwiseFeedForward (no dropout) on ``device``."""
-    from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
-        PositionwiseFeedForward,
-    )
+    from espnet_omni.espnet_nets import PositionwiseFeedForward
 
     return PositionwiseFeedForward(d, f, 0.0).to(device)
 

@@ -93,9 +93,7 @@ def host_seconds(fn: Callable[[], object], device: torch.device, calls: int = 10
 def bench_layer(device: torch.device, repeats: int, shapes=LAYER_SHAPES) -> Dict:
     """fwd+bwd and forward seconds of each candidate at each (T, E), median of interleaved
     rounds of several calls."""
-    from espnet.nets.pytorch_backend.transformer.positionwise_feed_forward import (
-        PositionwiseFeedForward,
-    )
+    from espnet_omni.espnet_nets import PositionwiseFeedForward
 
     runs = []
     for index, (tokens, num_experts) in enumerate(shapes):
@@ -205,9 +203,9 @@ def bench_training_step(device: torch.device, repeats: int) -> Dict:
         results["params"][kind] = sum(p.numel() for p in modules.parameters())
 
         def step(encoder=encoder, ctc=ctc, optimizer=optimizer):
-            with autocast_for(device):
+            with autocast_for(device), encoder.collect_routing() as trace:
                 out, out_lengths, _ = encoder(feats, lengths)
-                aux = router_losses(encoder.pop_routing())
+                aux = router_losses(trace.outputs)
             loss = ctc(out.float(), out_lengths, target, target_lengths) + aux * out.size(1)
             loss.backward()
             optimizer.step()
@@ -267,11 +265,10 @@ def count_synchronisations(device: torch.device) -> Dict[str, int]:
     target_lengths = torch.full((4,), 20, device=device)
 
     def encoder_forward():
-        with autocast_for(device):
+        with autocast_for(device), encoder.collect_routing() as trace:
             out, out_lengths, _ = encoder(feats, lengths)
-            routing = encoder.pop_routing()
-            aux = router_losses(routing)
-            routing_health(routing, encoder.moe_blocks)
+            aux = router_losses(trace.outputs)
+            routing_health(trace.outputs, trace.blocks)
         return out, out_lengths, aux
 
     def whole_step():

@@ -7,7 +7,7 @@ from typing import List, Optional
 
 import espnet_omni  # noqa: F401  (registers the classes)
 from espnet2.bin.asr_inference import main as espnet_main
-from espnet_omni.bin.launch import run
+from espnet_omni.launch import run
 
 
 def main(cmd: Optional[List[str]] = None) -> None:

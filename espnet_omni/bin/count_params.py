@@ -9,39 +9,16 @@ rewrites that line.
 """
 
 import argparse
-import re
 import sys
 from pathlib import Path
-from typing import Dict, Optional
 
-import torch
-
-import espnet_omni  # noqa: F401  (registers the classes)
-from espnet2.tasks.asr import ASRTask
 from espnet_omni.analysis.params import parameter_counts
-
-DOCUMENTED = re.compile(r"^#\s*params:\s*total\s+([\d,]+)\s+active\s+([\d,]+)", re.M)
-DOCUMENTED_VOCAB = re.compile(r"\(vocab (\d+)\)")
-
-
-def build_model_from_config(config: Path, vocab_size: int, device: str = "meta") -> torch.nn.Module:
-    """Build the ASR model of a training YAML with a placeholder token list of ``vocab_size``."""
-    parser = ASRTask.get_parser()
-    args = parser.parse_args(["--config", str(config), "--token_list", "placeholder"])
-    args.token_list = ["<blank>", "<unk>"] + [f"t{i}" for i in range(vocab_size - 3)] + ["<sos/eos>"]
-    with torch.device(device):
-        return ASRTask.build_model(args)
-
-
-def documented_counts(config: Path) -> Optional[Dict[str, int]]:
-    """The ``# params: total N active M`` line of a config, with its ``(vocab V)``."""
-    text = config.read_text()
-    match = DOCUMENTED.search(text)
-    vocab = DOCUMENTED_VOCAB.search(text)
-    if match is None or vocab is None:
-        return None
-    total, active = (int(g.replace(",", "")) for g in match.groups())
-    return {"total": total, "active": active, "vocab_size": int(vocab.group(1))}
+from espnet_omni.configs import (
+    build_model_from_config,
+    count_mismatch,
+    documented_counts,
+    update_documented_counts,
+)
 
 
 def main(cmd=None) -> None:
@@ -71,17 +48,11 @@ def main(cmd=None) -> None:
             f"| {counts['experts']:,} |"
         )
         if args.update:
-            line = f"# params: total {counts['total']:,} active {counts['active']:,}"
-            config.write_text(DOCUMENTED.sub(line, config.read_text(), count=1))
+            update_documented_counts(config, counts)
         elif args.check:
-            if documented is None:
-                failed.append(f"{config}: no '# params: total N active M' line")
-            elif (documented["total"], documented["active"]) != (counts["total"], counts["active"]):
-                failed.append(
-                    f"{config}: documents total {documented['total']:,} active "
-                    f"{documented['active']:,}, the built model has total {counts['total']:,} "
-                    f"active {counts['active']:,}"
-                )
+            mismatch = count_mismatch(config, counts)
+            if mismatch:
+                failed.append(mismatch)
     if failed:
         sys.exit("\n".join(failed))
 

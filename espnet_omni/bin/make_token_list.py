@@ -9,8 +9,9 @@ Writes ``bpe.model`` (SentencePiece unigram, ``--model_type``) and ``tokens.txt`
 """
 
 import argparse
-import tempfile
 from pathlib import Path
+
+from espnet_omni.recipe.token_list import make_token_list
 
 
 def main(cmd=None) -> None:
@@ -20,29 +21,8 @@ def main(cmd=None) -> None:
     parser.add_argument("--nbpe", type=int, default=150)
     parser.add_argument("--model_type", default="unigram", choices=["unigram", "bpe", "char", "word"])
     args = parser.parse_args(cmd)
-
-    import sentencepiece
-    from espnet2.bin.tokenize_text import main as tokenize_text
-
-    args.out_dir.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as sentences:
-        for line in args.text.read_text(encoding="utf-8").splitlines():
-            parts = line.split(maxsplit=1)
-            if len(parts) == 2:
-                sentences.write(parts[1] + "\n")
-    sentencepiece.SentencePieceTrainer.train(
-        input=sentences.name, vocab_size=args.nbpe, model_type=args.model_type,
-        model_prefix=str(args.out_dir / "bpe"), character_coverage=1.0,
-        input_sentence_size=100000000, minloglevel=2,
-    )
-    Path(sentences.name).unlink()
-    tokenize_text([
-        "--token_type", "bpe", "--bpemodel", str(args.out_dir / "bpe.model"),
-        "--input", str(args.text), "--output", str(args.out_dir / "tokens.txt"),
-        "--field", "2-", "--cleaner", "none", "--g2p", "none", "--write_vocabulary", "true",
-        "--add_symbol", "<blank>:0", "--add_symbol", "<unk>:1", "--add_symbol", "<sos/eos>:-1",
-    ])
-    print(f"{args.out_dir / 'tokens.txt'}: {len((args.out_dir / 'tokens.txt').read_text().splitlines())} tokens")
+    tokens = make_token_list(args.text, args.out_dir, args.nbpe, args.model_type)
+    print(f"{tokens}: {len(tokens.read_text().splitlines())} tokens")
 
 
 if __name__ == "__main__":

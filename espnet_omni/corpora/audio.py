@@ -14,6 +14,8 @@ from typing import Optional
 import numpy as np
 import soundfile
 
+from espnet_omni.extras import require_extra
+
 SAMPLE_RATE = 16000
 
 _SPHERE_MAGIC = b"NIST_1A\n"
@@ -50,10 +52,13 @@ class AudioFile:
     def __init__(self, path: Path):
         self.path = Path(path)
         header = sphere_header(self.path)
+        shorten = header is not None and "shorten" in header.get("sample_coding", "")
+        if shorten:
+            transcode_bytes = require_extra(
+                "desphere", "Reading Shorten-compressed NIST SPHERE audio (WSJ, Hub5'00)"
+            ).transcode_bytes
         try:
-            if header is not None and "shorten" in header.get("sample_coding", ""):
-                from desphere import transcode_bytes
-
+            if shorten:
                 # Decoded once into WAV bytes: a Shorten stream has no seek points.
                 self._file = soundfile.SoundFile(io.BytesIO(transcode_bytes(self.path.read_bytes())))
             else:
@@ -82,8 +87,7 @@ class AudioFile:
         samples = self._file.read(last - first, dtype="float32", always_2d=True)
         mono = samples[:, channel] if channel is not None else samples.mean(axis=1)
         if self.sample_rate != SAMPLE_RATE:
-            import soxr
-
+            soxr = require_extra("soxr", "Resampling corpus audio to 16 kHz")
             mono = soxr.resample(mono, self.sample_rate, SAMPLE_RATE, quality="HQ")
         return np.ascontiguousarray(mono, dtype=np.float32)
 

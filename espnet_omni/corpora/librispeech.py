@@ -8,11 +8,11 @@ from pathlib import Path
 from typing import Sequence
 
 from espnet_omni.corpora.prepare import CorpusFormatError, Listing, Segment, require
+from espnet_omni.extras import require_extra
 
 
 def list_part(root: Path, part: str) -> Listing:
-    from lhotse.recipes import prepare_librispeech
-
+    prepare_librispeech = require_extra("lhotse.recipes", "Preparing LibriSpeech").prepare_librispeech
     part_dir = require(Path(root) / "LibriSpeech" / part, f"the LibriSpeech {part} folder")
     transcripts = sorted(part_dir.glob("*/*/*.trans.txt"))
     if not transcripts:

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from espnet_omni.extras import require_extra
+
 SCLITE_DIRS = ("/usr/lib/sctk/bin", "/usr/local/bin", "/usr/bin")
 
 
@@ -44,9 +46,8 @@ def normalize(text: str) -> str:
     """The pinned English normaliser (Whisper's), whitespace-collapsed."""
     global _normalizer
     if _normalizer is None:
-        from whisper_normalizer.english import EnglishTextNormalizer
-
-        _normalizer = EnglishTextNormalizer()
+        english = require_extra("whisper_normalizer.english", "Scoring's text normalisation")
+        _normalizer = english.EnglishTextNormalizer()
     return " ".join(_normalizer(text).split())
 
 

@@ -7,7 +7,10 @@ from its seed.
 from typing import Sequence
 
 import numpy as np
-import soxr
+
+from espnet_omni.extras import require_extra
+
+soxr = require_extra("soxr", "Resampling the generated corpus")
 
 
 def resample(pcm: np.ndarray, rate_in: int, rate_out: int) -> np.ndarray:

@@ -122,8 +122,10 @@ class Synthesizer:
     """Client of a synthesis server: ``synthesize(text, voice, seed) -> int16 PCM bytes``."""
 
     def __init__(self):
-        import espeakng_loader
+        # Here, not at the top: run as the server script this file imports only the stdlib.
+        from espnet_omni.extras import require_extra
 
+        espeakng_loader = require_extra("espeakng_loader", "Synthesising the generated corpus")
         self._proc = subprocess.Popen(
             [sys.executable, "-I", __file__, espeakng_loader.get_library_path(),
              str(Path(espeakng_loader.get_data_path()).parent)],

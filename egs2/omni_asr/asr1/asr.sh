@@ -314,7 +314,7 @@ if ! "${skip_train}" && [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
             cut -d' ' -f1 "${dumpdir}/raw/${dset}/text" > "${work}/${dset}.keys"
         done
         # shellcheck disable=SC2086
-        ${python} -m espnet2.bin.lm_train --collect_stats true --ngpu 0 --num_workers 0 \
+        ${python} -m espnet_omni.bin.lm_train --collect_stats true --ngpu 0 --num_workers 0 \
             --config "${lm_config}" ${token_args} \
             --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/text,text,text" \
             --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text" \
@@ -345,7 +345,7 @@ train_model() {  # <model> <threads>: one ESPnet training run, logged to <exp>/t
 train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/train.log
     mkdir -p "${lm_exp}"
     # shellcheck disable=SC2086
-    OMP_NUM_THREADS=1 ${python} -m espnet2.bin.lm_train --config "${lm_config}" --ngpu "${ngpu}" ${token_args} \
+    OMP_NUM_THREADS=1 ${python} -m espnet_omni.bin.lm_train --config "${lm_config}" --ngpu "${ngpu}" ${token_args} \
         --train_data_path_and_name_and_type "${dumpdir}/raw/${train_set}/text,text,text" \
         --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text" \
         --train_shape_file "${lm_stats_dir}/train/text_shape.bpe" \
@@ -485,7 +485,7 @@ if ! "${skip_train}" && [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; the
         for model in "${model_list[@]}"; do
             log "Stage 11: uploading ${expdir}/asr_${model}/asr_${model}.zip -> ${hf_repo_prefix}${model}"
             ${python} -m espnet_omni.bin.publish --model_zip "${expdir}/asr_${model}/asr_${model}.zip" \
-                --repo_id "${hf_repo_prefix}${model}"
+                --repo_id "${hf_repo_prefix}${model}" --results "${expdir}/RESULTS.md"
         done
     fi
 fi

@@ -97,7 +97,7 @@ def test_train_decode_pack_and_load(prepared):
         return dict((line.split(maxsplit=1) + [""])[:2] for line in (best / "text").read_text().splitlines())
 
     def read_token_ids(best):
-        return {l.split()[0]: l.split()[1:] for l in (best / "token_int").read_text().splitlines()}
+        return {line.split()[0]: line.split()[1:] for line in (best / "token_int").read_text().splitlines()}
 
     beam_args = ("--ctc_weight", "1.0", "--beam_size", "1", "--lm_weight", "0.0")
     hyps = read_text(decode("espnet_omni.bin.asr_inference", "decode", *beam_args))
@@ -117,7 +117,7 @@ def test_train_decode_pack_and_load(prepared):
         "import sys, soundfile, torch\n"
         "import espnet_omni\n"
         "from espnet2.tasks.asr import ASRTask\n"
-        "from espnet_omni.bin.asr_inference_ctc import greedy_ctc\n"
+        "from espnet_omni.greedy_ctc import greedy_ctc\n"
         "model, _ = ASRTask.build_model_from_file('exp/config.yaml', 'exp/valid.cer_ctc.best.pth', 'cpu')\n"
         "model.eval()\n"
         "for line in open(sys.argv[1]):\n"
@@ -130,7 +130,8 @@ def test_train_decode_pack_and_load(prepared):
     )
     alone = subprocess.run([sys.executable, str(check), str(dev / "wav.scp")], cwd=root,
                            capture_output=True, text=True, check=True).stdout
-    alone = {l.split()[0]: l.split()[1:] for l in alone.splitlines() if l.split()[:1] and l.split()[0] in hyps}
+    alone = {line.split()[0]: line.split()[1:] for line in alone.splitlines()
+             if line.split()[:1] and line.split()[0] in hyps}
     assert batched == alone and len(alone) == len(hyps)
     assert any(alone.values())
     assert_int8_close(read_token_ids(decode("espnet_omni.bin.asr_inference_ctc", "decode_greedy_int8",

@@ -235,7 +235,7 @@ def test_capacity_must_be_positive(field, value):
 
 
 def test_greedy_ctc_collapses_repeats_drops_blanks_and_respects_lengths():
-    from espnet_omni.bin.asr_inference_ctc import greedy_ctc
+    from espnet_omni.greedy_ctc import greedy_ctc
 
     best = torch.tensor([[1, 1, 0, 1, 2, 2, 0, 3], [2, 0, 0, 2, 3, 3, 3, 3]])
     scores = torch.nn.functional.one_hot(best, 4).float()

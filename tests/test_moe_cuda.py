@@ -108,11 +108,10 @@ def test_omni_router_training_step_makes_no_host_synchronisation():
     target_lengths = torch.full((3,), 10, device=CUDA)
 
     def forward():
-        with torch.autocast("cuda", dtype=torch.bfloat16):
+        with torch.autocast("cuda", dtype=torch.bfloat16), encoder.collect_routing() as trace:
             out, out_lengths, _ = encoder(feats, lengths)
-            routing = encoder.pop_routing()
-            aux = sum(mean_router_losses(routing))
-            stats = routing_health(routing, encoder.moe_blocks)
+            aux = sum(mean_router_losses(trace.outputs))
+            stats = routing_health(trace.outputs, trace.blocks)
         return out, out_lengths, aux, stats
 
     def step(checked):

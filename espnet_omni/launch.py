@@ -1,8 +1,8 @@
 """Run an ESPnet entry point with espnet-omni registered, clear errors and a clean exit.
 
-Every wrapper imports ``espnet_omni`` (which registers the classes) at module level, so that
-processes started by ESPnet with the ``spawn`` method, which re-import the main module,
-register them too.
+The commands that wrap an ESPnet entry point import ``espnet_omni`` (which registers the
+classes) at module level, so that processes started by ESPnet with the ``spawn`` method, which
+re-import the main module, register them too.
 """
 
 import atexit

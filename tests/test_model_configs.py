@@ -6,9 +6,10 @@ import pytest
 import torch
 
 import espnet_omni  # noqa: F401
+from espnet2.bin import asr_train
 from espnet_omni.analysis.params import parameter_counts
-from espnet_omni.bin import asr_train
-from espnet_omni.bin.count_params import build_model_from_config, documented_counts
+from espnet_omni.configs import build_model_from_config, documented_counts
+from espnet_omni.launch import run
 from espnet_omni.model import MoEESPnetASRModel
 
 from conftest import CONF
@@ -54,7 +55,7 @@ def test_build_forward_backward_and_documented_counts(config):
 def test_espnet_dry_run_config_check(config, tmp_path):
     tokens = tmp_path / "tokens.txt"
     tokens.write_text("<blank>\n<unk>\na\nb\n<sos/eos>\n")
-    asr_train.main([
+    run(asr_train.main, [
         "--config", str(config), "--iterator_type", "none", "--dry_run", "true",
         "--output_dir", str(tmp_path / "out"), "--token_list", str(tokens),
     ])
