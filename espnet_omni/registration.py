@@ -9,6 +9,9 @@ model (training, collect_stats, inference, ``Speech2Text``, the model zoo).
 ``espnet2.tasks.asr`` is already imported, and otherwise right after that module is first
 imported. Every way of building an ESPnet ASR model imports it first, and tools that never
 build one (corpus generation, scoring) do not pay ESPnet's import time.
+
+Likewise the data type ``kaldi_segments`` (:mod:`espnet_omni.data.kaldi_segments`) is added to
+``espnet2.train.dataset.DATA_TYPES`` once that module is imported, before any dataset is built.
 """
 
 import importlib.abc
@@ -17,6 +20,7 @@ import sys
 import threading
 
 ASR_TASK_MODULE = "espnet2.tasks.asr"
+DATASET_MODULE = "espnet2.train.dataset"
 
 ENCODER_NAMES = {
     "omni_router": "OmniRouterEncoder",
@@ -53,14 +57,31 @@ def register() -> None:
         _add(asr.model_choices, name, getattr(model, cls_name), AbsESPnetModel)
 
 
-class _RegisterAfterImport(importlib.abc.MetaPathFinder):
-    """Finds espnet2.tasks.asr with the other finders and registers once it has executed."""
+def register_data_types() -> None:
+    """Add ``kaldi_segments`` to ``espnet2.train.dataset.DATA_TYPES`` (idempotent)."""
+    from espnet2.train import dataset
 
-    def __init__(self):
+    from espnet_omni.data import kaldi_segments
+
+    present = dataset.DATA_TYPES.get(kaldi_segments.NAME)
+    if present is not None and present["func"] is not kaldi_segments.DATA_TYPE["func"]:
+        raise RuntimeError(
+            f"ESPnet data type '{kaldi_segments.NAME}' is already registered to {present['func']}; "
+            "espnet-omni cannot register its segments reader under that name"
+        )
+    dataset.DATA_TYPES[kaldi_segments.NAME] = kaldi_segments.DATA_TYPE
+
+
+class _RegisterAfterImport(importlib.abc.MetaPathFinder):
+    """Finds ``module`` with the other finders and calls ``callback`` once it has executed."""
+
+    def __init__(self, module: str = ASR_TASK_MODULE, callback=None):
         self._lock = threading.Lock()
+        self.module = module
+        self.callback = callback or register
 
     def find_spec(self, fullname, path, target=None):
-        if fullname != ASR_TASK_MODULE:
+        if fullname != self.module:
             return None
         with self._lock:
             if self not in sys.meta_path:
@@ -73,15 +94,17 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
 
         def exec_then_register(module):
             exec_module(module)
-            register()
+            self.callback()
 
         spec.loader.exec_module = exec_then_register
         return spec
 
 
 def register_when_asr_task_imported() -> None:
-    """Register now if ESPnet's ASR task is imported, else right after its first import."""
-    if ASR_TASK_MODULE in sys.modules:
-        register()
-    elif not any(isinstance(f, _RegisterAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _RegisterAfterImport())
+    """Register now if ESPnet's ASR task (its dataset module) is imported, else right after its
+    first import."""
+    for module, callback in ((DATASET_MODULE, register_data_types), (ASR_TASK_MODULE, register)):
+        if module in sys.modules:
+            callback()
+        elif not any(isinstance(f, _RegisterAfterImport) and f.module == module for f in sys.meta_path):
+            sys.meta_path.insert(0, _RegisterAfterImport(module, callback))

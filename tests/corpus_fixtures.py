@@ -109,3 +109,48 @@ def write_librispeech(root: Path, part: str = "test-clean", speakers=(("1089", "
             written[utt] = (text, samples[:, 0])
         (folder / f"{spk}-{chapter}.trans.txt").write_text("\n".join(lines) + "\n")
     return written
+
+
+def write_libriheavy(heavy: Path, light: Path, subset: str = "small", speakers=("100", "2043"),
+                     files_per_speaker: int = 1, seconds: float = 24.0, cuts_per_file: int = 4) -> dict:
+    """LibriLight-layout long FLACs under ``light`` (``<subset>/<spk>/<book>/<file>.flac``) and a
+    Libriheavy cut manifest ``heavy/libriheavy_cuts_<subset>.jsonl.gz``
+    written by lhotse itself, with the release's fields: sources relative to the download folder
+    (``download/librilight/...``), one supervision per cut with ``custom`` texts (cased and
+    punctuated, then normalised upper case), pre_texts and byte offsets, and the cut's
+    ``text_path``. Returns {cut id: (start, duration, normalised text, recording path)}."""
+    from lhotse import AudioSource, CutSet, MonoCut, Recording, SupervisionSegment
+
+    cuts, written = [], {}
+    for s, spk in enumerate(speakers):
+        for k in range(files_per_speaker):
+            book = f"book_{spk}_{k}_librivox_64kb_mp3"
+            name = f"{k:02d}_chapter_64kb"
+            relative = f"{subset}/{spk}/{book}/{name}"
+            audio = Path(light) / f"{relative}.flac"
+            audio.parent.mkdir(parents=True, exist_ok=True)
+            samples = tone(seconds, 16000, freq=150.0 + 40 * s + 7 * k, seed=s * 10 + k)
+            soundfile.write(audio, samples, 16000, subtype="PCM_16")
+            recording = Recording(
+                id=relative,
+                sources=[AudioSource(type="file", channels=[0], source=f"download/librilight/{relative}.flac")],
+                sampling_rate=16000, num_samples=samples.shape[0], duration=samples.shape[0] / 16000,
+            )
+            step = seconds / cuts_per_file
+            for c in range(cuts_per_file):
+                cut_id = f"{relative}_{c}"
+                start, duration = round(c * step + 0.25, 2), round(step - 0.75, 2)
+                cased = f"Chapter {c}, said {spk}: \"the mermaid's song!\""
+                upper = f"CHAPTER {c} SAID {spk} THE MERMAID'S SONG"
+                sup = SupervisionSegment(
+                    id=cut_id, recording_id=relative, start=0.0, duration=duration, channel=0, language="English",
+                    speaker=spk, custom={"texts": [cased, upper], "pre_texts": ["Before.", "BEFORE"],
+                                         "begin_byte": 100 * c, "end_byte": 100 * c + 40},
+                )
+                text_path = f"download/librilight_text/{book}/text.txt"
+                cuts.append(MonoCut(id=cut_id, start=start, duration=duration, channel=0, supervisions=[sup],
+                                    recording=recording, custom={"text_path": text_path}))
+                written[cut_id] = (start, duration, upper, audio)
+    Path(heavy).mkdir(parents=True, exist_ok=True)
+    CutSet.from_cuts(cuts).to_file(Path(heavy) / f"libriheavy_cuts_{subset}.jsonl.gz")
+    return written

@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from espnet_omni.recipe.data_dir import DataDirError, validate
+from espnet_omni.recipe.data_dir import DataDirError, iter_durations
 
 
 def main(cmd=None) -> None:
@@ -19,14 +19,16 @@ def main(cmd=None) -> None:
     args = parser.parse_args(cmd)
     failed = False
     for data_dir in args.data_dirs:
-        try:
-            durations = validate(data_dir, check_audio=not args.no_audio_check)
+        utterances, seconds = 0, 0.0
+        try:  # streamed: a corpus of millions of utterances is never held in memory
+            for _, duration in iter_durations(data_dir, check_audio=not args.no_audio_check):
+                utterances += 1
+                seconds += duration
         except DataDirError as err:
             print(f"ERROR: {err}", file=sys.stderr)
             failed = True
             continue
-        hours = sum(durations.values()) / 3600
-        print(f"{data_dir}: ok" + (f", {len(durations)} utterances, {hours:.2f} h" if durations else ""))
+        print(f"{data_dir}: ok" + (f", {utterances} utterances, {seconds / 3600:.2f} h" if utterances else ""))
     if failed:
         sys.exit(1)
 

@@ -183,13 +183,18 @@ def write_test_set(name: str, listing: Listing, data_dir: Path, force: bool = Fa
         "fingerprint": digest, "utterances": len(listing.segments),
         "hours": round(sum(durations.values()) / 3600, 3),
     }) + "\n")
-    old = data_dir / f".{name}.old"
+    replace_dir(work, out_dir)
+    return "prepared"
+
+
+def replace_dir(work: Path, out_dir: Path) -> None:
+    """Put the finished folder ``work`` in the place of ``out_dir``, which stays whole until then."""
+    old = out_dir.parent / f".{out_dir.name}.old"
     shutil.rmtree(old, ignore_errors=True)
     if out_dir.exists():
         os.replace(out_dir, old)
     os.replace(work, out_dir)
     shutil.rmtree(old, ignore_errors=True)
-    return "prepared"
 
 
 def _cut_audio(segments: Sequence[Segment], audio_dir: Path) -> Dict[str, float]:

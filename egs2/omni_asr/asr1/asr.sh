@@ -3,6 +3,8 @@
 # their dense twin, using the pip-installed ESPnet only (no ESPnet checkout, no Kaldi).
 #
 # Stages:
+#   0  preflight: parameters and GPU memory of each model's config (espnet_omni.bin.check_gpu_configs);
+#      run when --stage 0 is given (run_librispeech.sh, run_libriheavy.sh do)
 #   1  data preparation (local/data.sh): the generated corpus, and the benchmark test sets
 #      (librispeech_test_clean, ..., swbd_eval2000) from the corpus folders db.sh names
 #   2  validation of every data dir
@@ -21,6 +23,16 @@
 # <expdir>/eval/, beside the training run's), or with packed models (--download_model
 # "a.zip b.zip" or model-zoo / Hugging Face names) unpacked into <expdir>/download/asr_<name>/,
 # where their decodings and RESULTS.md go.
+#
+# Data dirs with a `segments` file (utterances cut from long recordings, e.g. Libriheavy) are
+# read as <dir>/segments,speech,kaldi_segments (the recordings in <dir>/wav.scp beside it)
+# instead of <dir>/wav.scp,speech,sound, in statistics, training and decoding.
+#
+# Training at scale (docs/recipe.md, "Training at scale"): --ngpu N GPUs per node, --num_nodes M
+# nodes through torchrun rendezvous (--dist_launcher torchrun --rdzv_endpoint host:port, the
+# same command on every node) or Slurm (--dist_launcher slurm inside an allocation; the launch
+# prefix is train_cmd in cmd.sh); --num_splits_asr K (ESPnet's split of huge training lists);
+# --speed_perturb_factors "0.9 1.0 1.1" (on the fly, see below); a rerun resumes training.
 set -euo pipefail
 
 log() {
@@ -32,7 +44,14 @@ min() { local a b; a=$1; for b in "$@"; do [ "$b" -lt "$a" ] && a=$b; done; echo
 # General
 stage=1
 stop_stage=11
-ngpu=0                # GPUs for training (0: CPU)
+ngpu=0                # GPUs per node for training (0: CPU)
+num_nodes=1           # nodes for training (> 1: --dist_launcher torchrun or slurm)
+dist_launcher=auto    # auto (ESPnet's own processes on one node), torchrun or slurm
+nproc_per_node=0      # training processes per node with torchrun (0: --ngpu, or 1 on CPU)
+rdzv_endpoint=        # torchrun rendezvous host:port (a node every node can reach)
+rdzv_id=              # torchrun rendezvous id (default: the experiment folder's name)
+inference_ngpu=0      # GPUs per decoding job (0: CPU)
+gpu_memory_gb=80      # stage 0 checks that each config fits GPUs of this memory
 nj=2                  # parallel jobs for data preparation and statistics
 inference_nj=2        # parallel decoding jobs per test set
 python=python3
@@ -58,10 +77,14 @@ num_test=200
 corpus_seed=0
 min_wav_duration=0.3
 max_wav_duration=20
+fs=16000              # sampling rate of the training audio (speed perturbation resamples at it)
+speed_perturb_factors=   # e.g. "0.9 1.0 1.1": each training utterance at one of them (see stage 6)
+num_splits_asr=1      # > 1: the training lists split in K parts, one read per epoch (ESPnet's)
 
 # Tokens
 nbpe=150
 bpe_type=unigram
+token_listdir=        # as ESPnet's: BPE model and token list in <token_listdir>/bpe_<bpe_type><nbpe> (default <datadir>/token_list)
 
 # Models
 models="dense_transformer switch omni_router"
@@ -86,7 +109,15 @@ hf_repo_prefix=       # e.g. myname/omni_asr_ -> myname/omni_asr_<model>
 help_message=$(cat <<EOF
 Usage: $0 [options]
   --stage N --stop_stage M   stages to run ($stage..$stop_stage)
-  --ngpu N                   GPUs for training ($ngpu)
+  --ngpu N                   GPUs per node for training ($ngpu)
+  --num_nodes N              nodes for training ($num_nodes); with --dist_launcher torchrun or slurm
+  --dist_launcher L          auto, torchrun or slurm ($dist_launcher)
+  --nproc_per_node N         torchrun processes per node (0: --ngpu, or 1 on CPU)
+  --rdzv_endpoint H:P        torchrun rendezvous endpoint (needed with --num_nodes > 1)
+  --inference_ngpu N         GPUs per decoding job ($inference_ngpu)
+  --gpu_memory_gb N          stage 0: GPU memory each config must fit ($gpu_memory_gb)
+  --speed_perturb_factors "0.9 1.0 1.1"   speed perturbation of the training set (on the fly)
+  --num_splits_asr K         split the training lists in K parts (huge corpora) ($num_splits_asr)
   --nj N                     data preparation / statistics jobs ($nj)
   --inference_nj N           decoding jobs per test set ($inference_nj)
   --models "a b c"           models to train and compare ($models)
@@ -108,6 +139,7 @@ Usage: $0 [options]
   --in_domain_sets "..."     test sets excluded from the out-of-domain average
   --num_train/--num_dev/--num_test N   generated corpus size ($num_train/$num_dev/$num_test)
   --nbpe N                   BPE units ($nbpe)
+  --token_listdir DIR        BPE model and token list in DIR/bpe_<type><nbpe> (<datadir>/token_list)
   --python PY                Python interpreter ($python)
   --datadir/--dumpdir/--expdir DIR   working folders ($datadir, $dumpdir, $expdir)
   --smoke true               every stage on a tiny corpus with tiny models, under smoke/
@@ -116,6 +148,7 @@ EOF
 )
 
 . ./path.sh
+. ./cmd.sh
 . utils/parse_options.sh
 . utils/run_jobs.sh
 
@@ -134,7 +167,7 @@ if "${smoke}"; then
 fi
 
 export OMP_NUM_THREADS=1  # data jobs run in parallel; training sets its own below
-token_dir=${datadir}/token_list/bpe_${bpe_type}${nbpe}
+token_dir=${token_listdir:-${datadir}/token_list}/bpe_${bpe_type}${nbpe}
 stats_dir=${expdir}/asr_stats_bpe${nbpe}
 if [ "${inference_tool}" = greedy_ctc ]; then
     inference_tag=greedy_ctc
@@ -201,8 +234,66 @@ for model in "${model_list[@]}"; do
     fi
 done
 
+# --speed_perturb_factors: ESPnet's asr.sh writes a copy of the training set per factor with
+# sox (sp0.9-*, sp1.1-*). Without Kaldi and sox, and without tripling the data on disk, the same
+# distribution is drawn on the fly by ESPnet's own preprocessor (espnet2.layers.augmentation,
+# torchaudio resampling, training set only): each utterance is read at one of the factors,
+# chosen uniformly. The shapes and feature statistics are those of the unperturbed audio.
+speed_perturb_args=()
+if [ -n "${speed_perturb_factors}" ]; then
+    read -r -a _factors <<< "${speed_perturb_factors}"
+    _effects=()
+    for f in "${_factors[@]}"; do
+        if ! awk -v f="${f}" 'BEGIN { exit !(f + 0 > 0 && f ~ /^[0-9.]+$/) }'; then
+            echo "$0: --speed_perturb_factors: '${f}' is not a positive number" >&2
+            exit 1
+        fi
+        awk -v f="${f}" 'BEGIN { exit !(f + 0 != 1) }' && _effects+=("[1.0, speed_perturb, {factor: ${f}}]")
+    done
+    if [ "${#_effects[@]}" -gt 0 ]; then
+        _prob=$(awk -v n="${#_effects[@]}" -v t="${#_factors[@]}" 'BEGIN { printf "%.6f", n / t }')
+        _joined=$(IFS=,; echo "${_effects[*]}")
+        speed_perturb_args=(--preprocessor_conf "fs=${fs}"
+            --preprocessor_conf "data_aug_effects=[${_joined}]"
+            --preprocessor_conf "data_aug_num=[1, 1]" --preprocessor_conf "data_aug_prob=${_prob}")
+    fi
+fi
+
+case "${dist_launcher}" in
+    auto)
+        if [ "${num_nodes}" -gt 1 ]; then
+            echo "$0: --num_nodes ${num_nodes} needs --dist_launcher torchrun (with --rdzv_endpoint host:port) or slurm" >&2
+            exit 1
+        fi ;;
+    torchrun)
+        if [ "${num_nodes}" -gt 1 ] && [ -z "${rdzv_endpoint}" ]; then
+            echo "$0: --dist_launcher torchrun with --num_nodes ${num_nodes} needs --rdzv_endpoint host:port (a node all nodes reach)" >&2
+            exit 1
+        fi ;;
+    slurm)
+        if [ -z "${SLURM_JOB_ID:-}" ]; then
+            echo "$0: --dist_launcher slurm runs inside a Slurm allocation (sbatch/salloc with --nodes ${num_nodes}); see docs/recipe.md" >&2
+            exit 1
+        fi ;;
+    *)
+        echo "$0: --dist_launcher must be auto, torchrun or slurm, got '${dist_launcher}'" >&2
+        exit 1 ;;
+esac
+
+speech_of() {  # <dir>: ESPnet's speech input of a data dir
+    # With a segments file, wav.scp names whole recordings and each utterance is a segment of
+    # one: the kaldi_segments type reads <dir>/segments and the wav.scp beside it.
+    if [ -f "$1/segments" ]; then
+        echo "$1/segments,speech,kaldi_segments"
+    else
+        echo "$1/wav.scp,speech,sound"
+    fi
+}
+keys_of() {  # <dir>: the file whose first column lists the utterances of a data dir
+    if [ -f "$1/segments" ]; then echo "$1/segments"; else echo "$1/wav.scp"; fi
+}
 data_args() {  # <kind> <dir>: ESPnet's data arguments for a data dir
-    echo "--$1_data_path_and_name_and_type $2/wav.scp,speech,sound --$1_data_path_and_name_and_type $2/text,text,text"
+    echo "--$1_data_path_and_name_and_type $(speech_of "$2") --$1_data_path_and_name_and_type $2/text,text,text"
 }
 
 split_keys() {  # <scp> <out_dir> <parts>: first column split into <out_dir>/keys.<n>.scp
@@ -215,6 +306,18 @@ split_keys() {  # <scp> <out_dir> <parts>: first column split into <out_dir>/key
         '{ print $1 > (out "/keys." (int((NR - 1) * n / total) + 1) ".scp") }' "${scp}"
     echo "${parts}"
 }
+
+if ! "${skip_train}" && [ "${stage}" -le 0 ] && [ "${stop_stage}" -ge 0 ]; then
+    configs=()
+    for model in "${model_list[@]}"; do configs+=("$(config_of "${model}")"); done
+    # Before hours of data preparation: a config that cannot fit the GPUs stops the run here.
+    # ESPnet's batch_bins is the batch of all GPUs together: each holds its share. The token
+    # list does not exist yet: the output layer is sized by --nbpe.
+    num_gpus=$(( (ngpu > 0 ? ngpu : 1) * num_nodes ))
+    log "Stage 0: preflight: ${configs[*]} on ${num_gpus} GPUs of ${gpu_memory_gb} GB"
+    ${python} -m espnet_omni.bin.check_gpu_configs "${configs[@]}" --gpu_memory_gb "${gpu_memory_gb}" \
+        --num_gpus "${num_gpus}" --vocab_size "${nbpe}"
+fi
 
 if [ "${stage}" -le 1 ] && [ "${stop_stage}" -ge 1 ]; then
     log "Stage 1: data preparation"
@@ -255,6 +358,7 @@ fi
 
 if ! "${skip_train}" && [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     log "Stage 3: keeping ${min_wav_duration}-${max_wav_duration} s utterances of ${train_set}, ${valid_set}"
+    # A dir with segments keeps them (and the recordings they cut), durations are the segments'.
     for dset in "${train_set}" "${valid_set}"; do
         ${python} -m espnet_omni.bin.filter_data_dir --min_seconds "${min_wav_duration}" \
             --max_seconds "${max_wav_duration}" "${datadir}/${dset}" "${dumpdir}/raw/${dset}"
@@ -284,8 +388,8 @@ if ! "${skip_train}" && [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     # Built in a temporary folder and swapped in at the end: a failed re-run keeps the old one.
     work=${stats_dir}.tmp
     rm -rf "${work}"
-    n_train=$(split_keys "${dumpdir}/raw/${train_set}/wav.scp" "${work}/logdir/train" "${nj}")
-    n_valid=$(split_keys "${dumpdir}/raw/${valid_set}/wav.scp" "${work}/logdir/valid" "${n_train}")
+    n_train=$(split_keys "$(keys_of "${dumpdir}/raw/${train_set}")" "${work}/logdir/train" "${nj}")
+    n_valid=$(split_keys "$(keys_of "${dumpdir}/raw/${valid_set}")" "${work}/logdir/valid" "${n_train}")
     if [ "${n_valid}" -lt "${n_train}" ]; then
         echo "$0: ${valid_set} has fewer utterances than --nj ${nj}" >&2
         exit 1
@@ -326,20 +430,88 @@ if ! "${skip_train}" && [ "${stage}" -le 5 ] && [ "${stop_stage}" -ge 5 ]; then
     fi
 fi
 
-train_model() {  # <model> <threads>: one ESPnet training run, logged to <exp>/train.log
-    local model=$1 threads=$2 exp=${expdir}/asr_$1
+split_dir=${stats_dir}/splits${num_splits_asr}
+split_training_lists() {  # --num_splits_asr K: ESPnet's split of the training lists, made once
+    local dir=${dumpdir}/raw/${train_set} speech tmp
+    [ ! -f "${split_dir}/.done" ] || return 0
+    speech=$(keys_of "${dir}")
+    tmp=${split_dir}.tmp.$$
+    rm -rf "${tmp}"
+    ${python} -m espnet2.bin.split_scps --scps "${speech}" "${dir}/text" \
+        "${stats_dir}/train/speech_shape" "${stats_dir}/train/text_shape.bpe" \
+        --num_splits "${num_splits_asr}" --output_dir "${tmp}" > "${tmp}.log" 2>&1 \
+        || { echo "$0: splitting the training lists failed; see ${tmp}.log" >&2; return 1; }
+    if [ -f "${dir}/segments" ]; then  # the kaldi_segments type reads wav.scp beside its segments
+        cp "${dir}/wav.scp" "${tmp}/segments/wav.scp"
+    fi
+    touch "${tmp}/.done"
+    # Several nodes may get here at once on a shared disk: the first complete copy wins.
+    mv -T "${tmp}" "${split_dir}" 2> /dev/null || rm -rf "${tmp}"
+    rm -f "${tmp}.log"
+}
+
+train_data_args() {  # ESPnet's training-set arguments: the whole lists or their --num_splits_asr parts
+    local dir=${dumpdir}/raw/${train_set} speech type=sound
+    if [ "${num_splits_asr}" -le 1 ]; then
+        echo "$(data_args train "${dir}") --train_shape_file ${stats_dir}/train/speech_shape" \
+            "--train_shape_file ${stats_dir}/train/text_shape.bpe"
+        return
+    fi
+    speech=$(keys_of "${dir}")
+    [ ! -f "${dir}/segments" ] || type=kaldi_segments
+    # ESPnet's --multiple_iterator reads one part per epoch: memory stays that of one part.
+    echo "--train_data_path_and_name_and_type ${split_dir}/$(basename "${speech}"),speech,${type}" \
+        "--train_data_path_and_name_and_type ${split_dir}/text,text,text" \
+        "--train_shape_file ${split_dir}/speech_shape --train_shape_file ${split_dir}/text_shape.bpe" \
+        "--multiple_iterator true"
+}
+
+train_log_of() {  # <exp>: the training log; one per node when each node runs torchrun itself
+    if [ "${num_nodes}" -gt 1 ] && [ "${dist_launcher}" = torchrun ]; then
+        echo "$1/train.$(hostname -s).log"
+    else
+        echo "$1/train.log"
+    fi
+}
+
+train_model() {  # <model> <threads>: one ESPnet training run, logged to $(train_log_of <exp>)
+    local model=$1 threads=$2 exp=${expdir}/asr_$1 launcher=() dist=() nproc
     mkdir -p "${exp}"
+    case "${dist_launcher}" in
+        auto)  # ESPnet's own launch: one process per GPU spawned by ESPnet on this node
+            launcher=(${python} -m espnet_omni.bin.asr_train)
+            [ "${ngpu}" -le 1 ] || dist=(--multiprocessing_distributed true) ;;
+        torchrun)  # one process per device on each node; ESPnet reads RANK, LOCAL_RANK, WORLD_SIZE
+            nproc=${nproc_per_node}
+            [ "${nproc}" -gt 0 ] || nproc=$(( ngpu > 0 ? ngpu : 1 ))
+            launcher=(${python} -m torch.distributed.run --nnodes "${num_nodes}" --nproc_per_node "${nproc}")
+            if [ "${num_nodes}" -gt 1 ]; then
+                launcher+=(--rdzv_backend c10d --rdzv_endpoint "${rdzv_endpoint}"
+                    --rdzv_id "${rdzv_id:-$(basename "$(cd "${expdir}" && pwd)")}_${model}")
+            else
+                launcher+=(--standalone)
+            fi
+            launcher+=(-m espnet_omni.bin.asr_train)
+            dist=(--ngpu "$(( ngpu > 0 ? 1 : 0 ))" --multiprocessing_distributed false)
+            [ "${ngpu}" -gt 0 ] || dist+=(--dist_backend gloo) ;;  # NCCL needs GPUs
+        slurm)  # one task per node (srun); ESPnet spawns --ngpu processes in each
+            read -r -a launcher <<< "${train_cmd}"
+            launcher+=(--nodes "${num_nodes}" --ntasks-per-node 1 ${python} -m espnet_omni.bin.asr_train)
+            dist=(--dist_launcher slurm
+                --dist_init_method "file://$(cd "${exp}" && pwd)/.dist_init_${SLURM_JOB_ID:-0}_$(date +%s)")
+            [ "${ngpu}" -le 1 ] || dist+=(--multiprocessing_distributed true)
+            [ "${ngpu}" -gt 0 ] || dist+=(--dist_backend gloo) ;;
+    esac
     # shellcheck disable=SC2046,SC2086
-    OMP_NUM_THREADS=${threads} ${python} -m espnet_omni.bin.asr_train \
+    OMP_NUM_THREADS=${threads} "${launcher[@]}" \
         --config "$(config_of "${model}")" --ngpu "${ngpu}" ${token_args} \
-        $(data_args train "${dumpdir}/raw/${train_set}") $(data_args valid "${dumpdir}/raw/${valid_set}") \
-        --train_shape_file "${stats_dir}/train/speech_shape" \
-        --train_shape_file "${stats_dir}/train/text_shape.bpe" \
+        $(train_data_args) $(data_args valid "${dumpdir}/raw/${valid_set}") \
         --valid_shape_file "${stats_dir}/valid/speech_shape" \
         --valid_shape_file "${stats_dir}/valid/text_shape.bpe" \
         --fold_length 80000 --fold_length 150 \
         --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
-        --resume true --output_dir "${exp}" ${asr_args} > "${exp}/train.log" 2>&1
+        "${speed_perturb_args[@]}" "${dist[@]}" \
+        --resume true --output_dir "${exp}" ${asr_args} > "$(train_log_of "${exp}")" 2>&1
 }
 
 train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/train.log
@@ -359,10 +531,14 @@ if ! "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     threads=${train_threads}
     [ "${threads}" -gt 0 ] || threads=$(( $(nproc) / $(min "${train_jobs}" "${#model_list[@]}") ))
     [ "${threads}" -gt 0 ] || threads=1
+    if [ "${num_splits_asr}" -gt 1 ]; then
+        log "Stage 6: training lists split in ${num_splits_asr} parts -> ${split_dir}"
+        split_training_lists
+    fi
     runs=()
     for model in "${model_list[@]}"; do
         while [ "$(jobs -rp | wc -l)" -ge "${train_jobs}" ]; do wait -n || true; done
-        log "Stage 6: training ${model} -> ${expdir}/asr_${model} (${threads} threads; log: ${expdir}/asr_${model}/train.log)"
+        log "Stage 6: training ${model} -> ${expdir}/asr_${model} (${ngpu} GPUs x ${num_nodes} nodes, launcher ${dist_launcher}, ${threads} threads; log: $(train_log_of "${expdir}/asr_${model}"))"
         rm -f "${expdir}/asr_${model}/.failed"
         ( train_model "${model}" "${threads}" || touch "${expdir}/asr_${model}/.failed" ) &
         runs+=("${expdir}/asr_${model}")
@@ -378,8 +554,10 @@ if ! "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
     failed=0
     for run in "${runs[@]}"; do
         if [ -e "${run}/.failed" ]; then
-            echo "ERROR: training ${run} failed; the end of ${run}/train.log:" >&2
-            tail -n 30 "${run}/train.log" >&2
+            run_log=$(train_log_of "${run}")
+            [ "${run}" != "${lm_exp}" ] || run_log=${run}/train.log
+            echo "ERROR: training ${run} failed; the end of ${run_log}:" >&2
+            tail -n 30 "${run_log}" >&2
             failed=1
         fi
     done
@@ -395,7 +573,8 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         done
     fi
     # All test sets of a model are decoded in one pass of inference_nj jobs (keys prefixed
-    # with "<set>/"), then split per set: every ESPnet process spends ~10 s importing.
+    # with "<set>/"), then split per set: every ESPnet process spends ~10 s importing. Sets
+    # with a segments file (recordings and prefixed segments) make a second pass of their own.
     for model in "${model_list[@]}"; do
         exp=${asr_exps}/asr_${model}
         dir=${exp}/${decode_name}
@@ -403,10 +582,27 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         log "Stage 7: decoding ${test_sets} with ${exp}/${inference_model} -> ${dir}"
         rm -rf "${work}"
         mkdir -p "${work}"
+        plain_sets=(); segment_sets=()
         for dset in "${test_list[@]}"; do
-            awk -v s="${dset}" '{ print s "/" $0 }' "${datadir}/${dset}/wav.scp"
-        done > "${work}/wav.scp"
-        parts=$(split_keys "${work}/wav.scp" "${work}/logdir" "${inference_nj}")
+            if [ -f "${datadir}/${dset}/segments" ]; then segment_sets+=("${dset}"); else plain_sets+=("${dset}"); fi
+        done
+        passes=()
+        if [ "${#plain_sets[@]}" -gt 0 ]; then
+            passes+=("${work}")
+            for dset in "${plain_sets[@]}"; do
+                awk -v s="${dset}" '{ print s "/" $0 }' "${datadir}/${dset}/wav.scp"
+            done > "${work}/wav.scp"
+        fi
+        if [ "${#segment_sets[@]}" -gt 0 ]; then
+            passes+=("${work}/segment_sets")
+            mkdir -p "${work}/segment_sets"
+            for dset in "${segment_sets[@]}"; do
+                awk -v s="${dset}" '{ print s "/" $0 }' "${datadir}/${dset}/wav.scp"
+            done > "${work}/segment_sets/wav.scp"
+            for dset in "${segment_sets[@]}"; do
+                awk -v s="${dset}" '{ print s "/" $1, s "/" $2, $3, $4 }' "${datadir}/${dset}/segments"
+            done > "${work}/segment_sets/segments"
+        fi
         if [ "${inference_tool}" = greedy_ctc ]; then
             decoder=(-m espnet_omni.bin.asr_inference_ctc --batch_size 16)
         else
@@ -422,16 +618,25 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             fi
             decoder+=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
         fi
-        # shellcheck disable=SC2086
-        run_jobs "${parts}" "${work}/logdir/asr_inference.JOB.log" \
-            ${python} "${decoder[@]}" --ngpu 0 \
-                --data_path_and_name_and_type "${work}/wav.scp,speech,sound" \
-                --key_file "${work}/logdir/keys.JOB.scp" \
-                --asr_train_config "${exp}/config.yaml" \
-                --asr_model_file "${exp}/${inference_model}" \
-                --output_dir "${work}/logdir/output.JOB" ${inference_args}
-        for n in $(seq 1 "${parts}"); do
-            cat "${work}/logdir/output.${n}/1best_recog/text"
+        gpu_of_job=()
+        if [ "${inference_ngpu}" -gt 0 ] && [ "${ngpu}" -gt 1 ] && [ -z "${CUDA_VISIBLE_DEVICES:-}" ]; then
+            # Decoding jobs take the node's GPUs in turn (run_jobs puts the job number for JOB);
+            # a CUDA_VISIBLE_DEVICES already set is left to the user.
+            gpu_of_job=(bash -c "export CUDA_VISIBLE_DEVICES=\$(( (JOB - 1) % ${ngpu} )); exec \"\$@\"" _)
+        fi
+        for pass in "${passes[@]}"; do
+            parts=$(split_keys "$(keys_of "${pass}")" "${pass}/logdir" "${inference_nj}")
+            # shellcheck disable=SC2086
+            run_jobs "${parts}" "${pass}/logdir/asr_inference.JOB.log" \
+                "${gpu_of_job[@]}" ${python} "${decoder[@]}" --ngpu "${inference_ngpu}" \
+                    --data_path_and_name_and_type "$(speech_of "${pass}")" \
+                    --key_file "${pass}/logdir/keys.JOB.scp" \
+                    --asr_train_config "${exp}/config.yaml" \
+                    --asr_model_file "${exp}/${inference_model}" \
+                    --output_dir "${pass}/logdir/output.JOB" ${inference_args}
+            for n in $(seq 1 "${parts}"); do
+                cat "${pass}/logdir/output.${n}/1best_recog/text"
+            done
         done > "${work}/text"
         for dset in "${test_list[@]}"; do
             mkdir -p "${work}/${dset}"

@@ -2,7 +2,13 @@
 # available (stage 1 skips the test sets of that corpus and says so). The generated corpus
 # needs none of them. A variable already set in the environment is kept.
 #
-# LIBRISPEECH  the folder holding LibriSpeech/ (test-clean/, test-other/)
+# LIBRISPEECH  the folder holding LibriSpeech/ (test-clean/, test-other/; for training also
+#              train-clean-100/, train-clean-360/, train-other-500/, dev-clean/, dev-other/)
+# LIBRIHEAVY   the folder holding Libriheavy's cut manifests
+#              (libriheavy_cuts_{small,medium,large,dev}.jsonl.gz)
+# LIBRILIGHT   the folder holding the LibriLight audio the manifests cut, as its archives unpack
+#              ({small,medium,large}/<speaker>/<book>/<file>.flac); the manifests' sources
+#              (download/librilight/<subset>/...) are resolved against it
 # TEDLIUM3     the folder holding TEDLIUM_release-3/ (legacy/test/{sph,stm}/)
 # WSJ0         the folder holding the LDC93S6B CD folders (11-13.1/, 11-14.1/, ...)
 # COMMONVOICE  the folder holding cv-corpus-<version>/en/ (test.tsv, clips/)
@@ -14,6 +20,8 @@
 #              (english/*.sph, english/hub5e_00.pem) and the LDC2002T43 transcripts folder
 #              (reference/hub5e00.english.000405.stm, reference/en20000405_hub5.glm)
 LIBRISPEECH=${LIBRISPEECH:-}
+LIBRIHEAVY=${LIBRIHEAVY:-}
+LIBRILIGHT=${LIBRILIGHT:-}
 TEDLIUM3=${TEDLIUM3:-}
 WSJ0=${WSJ0:-}
 COMMONVOICE=${COMMONVOICE:-}

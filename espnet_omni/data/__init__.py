@@ -1,0 +1,1 @@
+"""Readers that ESPnet's datasets use for espnet-omni's data dirs."""
