@@ -124,6 +124,19 @@ def test_libriheavy_is_a_segments_dir_whose_audio_is_the_recording_slice(librihe
     assert prepare_train_sets(["libriheavy_small"], db, data)[0].status == "up to date"
 
 
+def test_libriheavy_training_subsets_are_cumulative_over_the_disjoint_manifests(libriheavy, tmp_path):
+    db, small = libriheavy
+    medium = write_libriheavy(Path(db["LIBRIHEAVY"]), Path(db["LIBRILIGHT"]), "medium", speakers=("5000",),
+                              files_per_speaker=1, seconds=12.0, cuts_per_file=2)
+    data = tmp_path / "data"
+    assert prepare_train_sets(["libriheavy_medium"], db, data)[0].status == "prepared"
+    segments = read_table(data / "libriheavy_medium" / "segments")
+    assert len(segments) == len(small) + len(medium) == 18
+    assert {utt_of(c, c.split("/")[1]) for c in [*small, *medium]} == set(segments)
+    outcome = prepare_train_sets(["libriheavy_large"], db, data)[0]  # no large manifest yet
+    assert outcome.status == "skipped" and "libriheavy_cuts_large.jsonl.gz" in outcome.detail
+
+
 def test_libriheavy_text_is_the_normalised_upper_case_form():
     cased = "Chapter 1, said \"Dorothy\": the mermaid's song!"
     assert librispeech_style(cased) == "CHAPTER 1 SAID DOROTHY THE MERMAID'S SONG"
@@ -215,9 +228,9 @@ def test_missing_corpora_recordings_and_bad_lines_are_named(libriheavy, librispe
         f"LIBRISPEECH: expected the LibriSpeech train-clean-100 folder "
         f"{tmp_path}/nowhere/LibriSpeech/train-clean-100 (not found)")
     assert all(o.status == "skipped" for o in outcomes.values())
-    outcomes = prepare_train_sets(["libriheavy_large"], db, data)
-    assert outcomes[0].detail == (f"LIBRIHEAVY/LIBRILIGHT: expected the Libriheavy large manifest "
-                                  f"{db['LIBRIHEAVY']}/libriheavy_cuts_large.jsonl.gz (not found)")
+    outcomes = prepare_train_sets(["libriheavy_medium"], db, data)  # small is there, medium not
+    assert outcomes[0].detail == (f"LIBRIHEAVY/LIBRILIGHT: expected the Libriheavy medium manifest "
+                                  f"{db['LIBRIHEAVY']}/libriheavy_cuts_medium.jsonl.gz (not found)")
 
     # A recording the manifest names is missing: the manifest's line and the path expected.
     manifest = Path(db["LIBRIHEAVY"]) / "libriheavy_cuts_small.jsonl.gz"
@@ -263,7 +276,7 @@ def _big_manifest(heavy: Path, light: Path, cuts: int) -> Path:
         return MonoCut(id=f"{relative}_{i}", start=start, duration=1.0, channel=0, supervisions=[sup],
                        recording=recording)
 
-    path = heavy / "libriheavy_cuts_medium.jsonl.gz"
+    path = heavy / "libriheavy_cuts_small.jsonl.gz"
     CutSet.from_cuts(cut(i) for i in range(cuts)).to_file(path)
     return path
 
@@ -282,14 +295,14 @@ def test_preparation_streams_the_manifest_with_memory_that_does_not_grow(tmp_pat
     with gzip.open(manifest, "wt") as f:
         f.write("\n".join(lines) + "\n")
 
-    from espnet_omni.corpora.libriheavy import list_medium
+    from espnet_omni.corpora.libriheavy import list_small
 
     def peak(cuts: int) -> int:
         with gzip.open(manifest, "wt") as f:
             f.write("\n".join(lines[:cuts]) + "\n")
         os.utime(manifest, ns=(cuts, cuts))  # a new fingerprint: prepared again
         tracemalloc.start()
-        write_train_set(f"set{cuts}", list_medium([heavy, light]), tmp_path / "data")
+        write_train_set(f"set{cuts}", list_small([heavy, light]), tmp_path / "data")
         size = tracemalloc.get_traced_memory()[1]
         tracemalloc.stop()
         assert len(read_table(tmp_path / "data" / f"set{cuts}" / "segments")) == cuts
@@ -357,5 +370,5 @@ def test_data_sh_prepares_training_sets_and_reports_missing_corpora(libriheavy, 
         cwd=recipe, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "libriheavy_small: prepared" in proc.stdout and "librispeech_dev: prepared" in proc.stdout
-    assert "libriheavy_large: skipped (LIBRIHEAVY/LIBRILIGHT: expected the Libriheavy large manifest" in proc.stdout
+    assert "libriheavy_large: skipped (LIBRIHEAVY/LIBRILIGHT: expected the Libriheavy medium manifest" in proc.stdout
     assert (tmp_path / "data" / "libriheavy_small" / "segments").exists()

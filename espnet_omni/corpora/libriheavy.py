@@ -8,8 +8,9 @@ A manifest's recording sources are relative paths such as
 LibriLight); they are resolved against ``LIBRILIGHT``, with or without that
 ``download/librilight/`` prefix.
 
-The subsets are cumulative as the release defines them (medium holds small, large holds
-medium: large is the ~50k h set), so each set reads its own manifest only. A cut is one
+The release's manifests are disjoint, one per LibriLight archive (small ~0.5k h, medium
+~5k h, large ~51k h); its training subsets are cumulative: ``libriheavy_medium`` reads the
+small and medium manifests, ``libriheavy_large`` (the paper's ~50k h) all three. A cut is one
 utterance: ``segments`` gives its interval of the recording (no audio is copied). Its text is
 the release's normalised form (``supervision.custom["texts"][1]``: upper case, no punctuation,
 as LibriSpeech's transcripts), passed through :func:`librispeech_style`; ``texts[0]`` is the
@@ -123,27 +124,29 @@ def iter_manifest(manifest: Path, librilight: Path) -> Iterator[Utterance]:
         )
 
 
-def _listing(roots: Sequence[Path], subset: str) -> TrainListing:
+def _listing(roots: Sequence[Path], subsets: Sequence[str]) -> TrainListing:
+    """The utterances of the manifests of ``subsets``, one after the other."""
     libriheavy, librilight = Path(roots[0]), Path(roots[1])
-    manifest = require(manifest_path(libriheavy, subset), f"the Libriheavy {subset} manifest")
+    manifests = [require(manifest_path(libriheavy, s), f"the Libriheavy {s} manifest") for s in subsets]
     require(librilight, "the LibriLight audio folder")
     return TrainListing(
-        utterances=lambda: iter_manifest(manifest, librilight), inputs=[manifest], segmented=True,
-        description=f"Libriheavy {subset} ({manifest})", roots=[libriheavy, librilight],
+        utterances=lambda: (u for m in manifests for u in iter_manifest(m, librilight)),
+        inputs=manifests, segmented=True, roots=[libriheavy, librilight],
+        description=f"Libriheavy {'+'.join(subsets)} ({', '.join(map(str, manifests))})",
     )
 
 
 def list_small(roots: Sequence[Path]) -> TrainListing:
-    return _listing(roots, "small")
+    return _listing(roots, ["small"])
 
 
 def list_medium(roots: Sequence[Path]) -> TrainListing:
-    return _listing(roots, "medium")
+    return _listing(roots, ["small", "medium"])
 
 
 def list_large(roots: Sequence[Path]) -> TrainListing:
-    return _listing(roots, "large")
+    return _listing(roots, ["small", "medium", "large"])
 
 
 def list_dev(roots: Sequence[Path]) -> TrainListing:
-    return _listing(roots, "dev")
+    return _listing(roots, ["dev"])

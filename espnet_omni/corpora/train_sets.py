@@ -3,8 +3,8 @@
     librispeech_train_960  LibriSpeech train-clean-100 + train-clean-360 + train-other-500 (LIBRISPEECH)
     librispeech_dev        LibriSpeech dev-clean + dev-other                             (LIBRISPEECH)
     libriheavy_small       Libriheavy small  (~0.5k h; LIBRIHEAVY manifests, LIBRILIGHT audio)
-    libriheavy_medium      Libriheavy medium (~5k h, holds small)
-    libriheavy_large       Libriheavy large  (~50k h, holds medium)
+    libriheavy_medium      Libriheavy medium (~5.5k h: the small and medium manifests)
+    libriheavy_large       Libriheavy large  (~50k h: the small, medium and large manifests)
     libriheavy_dev         Libriheavy dev
 
 Each is written by :func:`espnet_omni.corpora.train_dir.write_train_set`: LibriSpeech sets as

@@ -12,7 +12,7 @@
 # file), LIBRISPEECH for its two test columns, one variable per other test corpus.
 set -euo pipefail
 
-subset=large   # small (~500 h), medium (~5k h) or large (~50k h)
+subset=large   # small (~500 h), medium (~5.5k h: small + medium) or large (~50k h: all three manifests)
 args=()
 while [ $# -gt 0 ]; do  # --subset is this script's; everything else goes to asr.sh
     case "$1" in
