@@ -67,6 +67,20 @@ def make_tone_corpus(root: Path, num_utts: int, seed: int, prefix: str) -> Path:
     return root
 
 
+def write_char_token_list(text_file: Path, out: Path) -> Path:
+    """A character token list (ESPnet's specials around the characters of a Kaldi text file)."""
+    chars = sorted({c for line in text_file.read_text().splitlines()
+                    for c in line.split(maxsplit=1)[1] if c != " "})
+    out.write_text("\n".join(["<blank>", "<unk>", "<space>", *chars, "<sos/eos>"]) + "\n")
+    return out
+
+
+def write_keys(data_dir: Path, out: Path) -> Path:
+    """The utterance ids of a data dir's wav.scp, one per line (ESPnet's --*_shape_file input)."""
+    out.write_text("".join(line.split()[0] + "\n" for line in (data_dir / "wav.scp").read_text().splitlines()))
+    return out
+
+
 def run_module(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` and fail the test with its output if it fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

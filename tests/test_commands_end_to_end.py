@@ -10,7 +10,7 @@ from pathlib import Path
 import editdistance
 import pytest
 
-from conftest import CONF, run_module
+from conftest import CONF, run_module, write_char_token_list, write_keys
 
 
 def _data_args(kind: str, data_dir: Path):
@@ -20,16 +20,6 @@ def _data_args(kind: str, data_dir: Path):
     ]
 
 
-def _write_char_token_list(text_file: Path, out: Path) -> Path:
-    chars = sorted({c for line in text_file.read_text().splitlines()
-                    for c in line.split(maxsplit=1)[1] if c != " "})
-    out.write_text("\n".join(["<blank>", "<unk>", "<space>", *chars, "<sos/eos>"]) + "\n")
-    return out
-
-
-def _keys(data_dir: Path, out: Path) -> Path:
-    out.write_text("".join(line.split()[0] + "\n" for line in (data_dir / "wav.scp").read_text().splitlines()))
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +27,7 @@ def prepared(tone_corpus, tmp_path_factory):
     """Token list and feature statistics (collect_stats through the wrapper)."""
     root = tmp_path_factory.mktemp("asr")
     train, dev = tone_corpus["train"], tone_corpus["dev"]
-    tokens = _write_char_token_list(train / "text", root / "tokens.txt")
+    tokens = write_char_token_list(train / "text", root / "tokens.txt")
     common = [
         "--config", str(CONF / "tiny" / "omni_router.yaml"), "--token_type", "char",
         "--token_list", str(tokens), "--non_linguistic_symbols", "none", "--cleaner", "none",
@@ -47,8 +37,8 @@ def prepared(tone_corpus, tmp_path_factory):
     run_module(
         "espnet_omni.bin.asr_train", *common, "--collect_stats", "true",
         "--batch_type", "unsorted",
-        "--train_shape_file", str(_keys(train, root / "train.keys")),
-        "--valid_shape_file", str(_keys(dev, root / "dev.keys")),
+        "--train_shape_file", str(write_keys(train, root / "train.keys")),
+        "--valid_shape_file", str(write_keys(dev, root / "dev.keys")),
         "--output_dir", "stats", cwd=root,
     )
     assert (root / "stats" / "train" / "feats_stats.npz").exists()

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import CONF, EXTRA_MODULES, SANDBOX, run_module
+from conftest import CONF, EXTRA_MODULES, SANDBOX, run_module, write_char_token_list, write_keys
 
 
 @pytest.fixture
@@ -46,16 +46,6 @@ def test_the_sandbox_records_and_refuses_a_connection(sandbox):
     assert "getaddrinfo 'example.com'" in _network_attempts(sandbox)
 
 
-def _char_token_list(text_file: Path, out: Path) -> Path:
-    chars = sorted({c for line in text_file.read_text().splitlines()
-                    for c in line.split(maxsplit=1)[1] if c != " "})
-    out.write_text("\n".join(["<blank>", "<unk>", "<space>", *chars, "<sos/eos>"]) + "\n")
-    return out
-
-
-def _keys(data_dir: Path, out: Path) -> Path:
-    out.write_text("".join(line.split()[0] + "\n" for line in (data_dir / "wav.scp").read_text().splitlines()))
-    return out
 
 
 @pytest.mark.timeout(300)
@@ -64,14 +54,14 @@ def test_train_and_decode_offline_without_the_recipe_extra(sandbox, tone_corpus,
     # Unsorted batches read only the keys: no collect_stats run (utterance MVN, no stats).
     run_module(
         "espnet_omni.bin.asr_train", "--config", str(CONF / "tiny" / "omni_router.yaml"),
-        "--token_type", "char", "--token_list", str(_char_token_list(train / "text", tmp_path / "tokens.txt")),
+        "--token_type", "char", "--token_list", str(write_char_token_list(train / "text", tmp_path / "tokens.txt")),
         "--ngpu", "0", "--num_workers", "0", "--batch_type", "unsorted", "--max_epoch", "1",
         "--train_data_path_and_name_and_type", f"{train}/wav.scp,speech,sound",
         "--train_data_path_and_name_and_type", f"{train}/text,text,text",
         "--valid_data_path_and_name_and_type", f"{dev}/wav.scp,speech,sound",
         "--valid_data_path_and_name_and_type", f"{dev}/text,text,text",
-        "--train_shape_file", str(_keys(train, tmp_path / "train.keys")),
-        "--valid_shape_file", str(_keys(dev, tmp_path / "dev.keys")),
+        "--train_shape_file", str(write_keys(train, tmp_path / "train.keys")),
+        "--valid_shape_file", str(write_keys(dev, tmp_path / "dev.keys")),
         "--output_dir", "exp", cwd=tmp_path,
     )
     exp = tmp_path / "exp"
