@@ -23,9 +23,9 @@ class MoEESPnetASRModel(ESPnetASRModel):
     losses the same way keeps their weights on the per-token scale they have in the
     literature (Switch Transformer 1e-2, ST-MoE z-loss 1e-3). ``scale_router_losses: false``
     adds them unscaled. ``stats`` gains ``loss_lb``, ``loss_z`` and per-block routing health
-    (``route_entropy_b*``, ``route_max_load_b*``, ``route_unused_b*``, ``route_nmi``), which
-    ESPnet logs and plots to ``exp/<dir>/images``; a block that layer drop skipped reports NaN,
-    which ESPnet's reporter leaves out. The routing is collected from the encoder for the
+    (``route_entropy_b*``, ``route_max_load_b*``, ``route_unused_b*``, ``route_load_b*_e*``,
+    ``route_nmi``), which ESPnet logs and plots to ``exp/<dir>/images``; a block that layer drop
+    skipped reports NaN, which ESPnet's reporter leaves out. The routing is collected from the encoder for the
     duration of ``forward`` only (``collect_routing``), so inference (``encode``) leaves nothing
     of a batch on the encoder. With an encoder that has no MoE block the model is ESPnet's.
 
@@ -93,7 +93,8 @@ class MoEESPnetASRModel(ESPnetASRModel):
             # Every step reports the same keys, which distributed training's stats reduction
             # needs; a block skipped by layer drop reports NaN, which ESPnet's reporter leaves
             # out of its averages.
-            for key in routing_health_keys(moe_blocks):
+            num_experts = self.encoder.routers[0].num_experts
+            for key in routing_health_keys(moe_blocks, num_experts):
                 stats[key] = health.get(key, nan)
         stats["loss"] = loss.detach()
         return force_gatherable((loss, stats, weight), loss.device)

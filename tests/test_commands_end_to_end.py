@@ -63,7 +63,8 @@ def test_train_decode_pack_and_load(prepared):
     model_file = exp / "valid.cer_ctc.best.pth"
     assert model_file.exists()
     images = {p.name for p in (exp / "images").glob("*.png")}
-    assert {"loss_lb.png", "loss_z.png", "route_entropy_b1.png", "route_nmi.png"} <= images, images
+    assert {"loss_lb.png", "loss_z.png", "route_entropy_b1.png", "route_load_b1_e0.png",
+            "route_nmi.png"} <= images, images
 
     def decode(module, name, *options):
         """Decode the dev set one utterance at a time with the trained model into root/name."""

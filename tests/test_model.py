@@ -48,6 +48,10 @@ def test_loss_adds_weighted_router_losses_and_reports_them():
         assert 0 < stats[f"route_entropy_b{block}"] <= 1
         assert 0.25 <= stats[f"route_max_load_b{block}"] <= 1
         assert 0 <= stats[f"route_unused_b{block}"] <= 3
+        loads = torch.cat([stats[f"route_load_b{block}_e{e}"].reshape(1) for e in range(4)])
+        torch.testing.assert_close(loads.sum(), torch.tensor(1.0))
+        torch.testing.assert_close(loads.max(), stats[f"route_max_load_b{block}"].reshape(()))
+        assert int((loads == 0).sum()) == stats[f"route_unused_b{block}"]
     assert 0 <= stats["route_nmi"] <= 1
 
 

@@ -89,6 +89,13 @@ def _synth_augment(monkeypatch, tmp_path):
     import espnet_omni.synth.augment  # noqa: F401
 
 
+def _routing_pictures(monkeypatch, tmp_path):
+    from espnet_omni.analysis.routing_plots import write_pictures
+
+    write_pictures({"models": {"m": {"num_experts": 2, "moe_blocks": [1], "layers": [
+        {"block": 1, "load": [0.5, 0.5]}]}}}, tmp_path)
+
+
 def _publish_upload(monkeypatch, tmp_path):
     from espnet_omni.recipe.publish import upload_model_folder
 
@@ -103,6 +110,7 @@ def _publish_upload(monkeypatch, tmp_path):
     ("soxr", _resample_corpus_audio),
     ("soxr", _synth_augment),
     ("huggingface_hub", _publish_upload),
+    ("matplotlib", _routing_pictures),
 ])
 def test_recipe_code_names_the_install_command(package, use, monkeypatch, tmp_path):
     for name in [m for m in sys.modules if m == package or m.startswith(package + ".")]:
@@ -120,6 +128,8 @@ import espnet_omni.moe, espnet_omni.moe.dispatch, espnet_omni.moe.eager_experts
 import espnet_omni.moe.experts, espnet_omni.moe.feed_forward, espnet_omni.moe.grouped_mm_experts
 import espnet_omni.moe.layer, espnet_omni.moe.losses, espnet_omni.moe.router
 import espnet_omni.analysis.params, espnet_omni.analysis.routing_stats
+import espnet_omni.analysis.dependence, espnet_omni.analysis.routing_counts
+import espnet_omni.analysis.routing_capture
 import espnet_omni.launch, espnet_omni.configs, espnet_omni.greedy_ctc, espnet_omni.training_logs
 import espnet_omni.extras, espnet_omni.lazy_g2p_en
 import yaml

@@ -2,6 +2,7 @@
 data dir stopping stage 2 with the file and line."""
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -48,7 +49,7 @@ def smoke(tmp_path_factory):
 @pytest.mark.timeout(1200)
 def test_smoke_run_goes_through_every_stage(smoke):
     root, proc = smoke
-    for stage in range(1, 12):
+    for stage in range(1, 13):
         assert f"Stage {stage}:" in proc.stdout, stage
     exp = root / "smoke" / "exp"
     results = (exp / "RESULTS.md").read_text()
@@ -66,6 +67,19 @@ def test_smoke_run_goes_through_every_stage(smoke):
     assert "95% CI" in results and "| switch |" in results and "| dense_transformer |" in results
     for test_set in ("test_noise", "test_babble", "test_reverb"):
         assert f"| {test_set} |" in header
+    # Stage 10: the MoE models' routing on the validation and test sets, in RESULTS.md and
+    # packed with every model.
+    routing = json.loads((exp / "routing" / "routing.json").read_text())
+    assert set(routing["models"]) == {"switch", "omni_router"}
+    assert set(routing["skipped"]) == {"dense_transformer"}
+    omni = routing["models"]["omni_router"]
+    assert list(omni["sets"]) == ["dev", "test_clean", "test_accent", "test_variant", "test_rate",
+                                  "test_noise", "test_babble", "test_reverb"]
+    assert omni["reference"]["name"] == "train" and omni["reference"]["frames"] > 0
+    assert omni["noise"][0]["clean"] == "dev" and omni["noise"][0]["length_mismatches"] == 0
+    assert "## Routing" in results and "(routing/routing_agreement.png)" in results
+    with zipfile.ZipFile(exp / "asr_omni_router" / "asr_omni_router.zip") as archive:
+        assert "smoke/exp/routing/routing_agreement.png" in archive.namelist()
 
 
 @pytest.mark.timeout(1200)
@@ -83,7 +97,9 @@ def test_rerun_keeps_finished_work_and_resumes_from_a_middle_stage(smoke):
     # Training found its finished checkpoints: nothing retrained.
     assert digest(model) == before and digest(lm) == lm_before
     assert hyps.read_text() == hyps_before
-    assert (exp / "RESULTS.md").read_text().split("\n", 3)[3] == results_before.split("\n", 3)[3]
+    # Stage 9 rewrites the WER tables; the Routing section is stage 10's.
+    results_after = (exp / "RESULTS.md").read_text()
+    assert results_after.split("\n", 3)[3] == results_before.split("\n## Routing")[0].split("\n", 3)[3]
 
 
 @pytest.mark.timeout(600)
@@ -153,6 +169,9 @@ def test_packed_models_are_evaluated_on_benchmark_sets_without_training(smoke, t
     assert "| utterances | - | - | - | - | - | - | 4 | - | - | - | - |" in results
     assert "Not evaluated: AMI-IHM" in results and "TED-LIUM 3, VoxPopuli." in results
     assert "| LibriSpeech test-clean (in-domain) |" in results
+    routing = json.loads((download / "routing" / "routing.json").read_text())
+    assert list(routing["models"]["omni_router"]["sets"]) == ["librispeech_test_clean"]
+    assert "## Routing" in results
     assert digest(exp / "asr_omni_router" / "valid.cer_ctc.best.pth") == trained
 
     # A trained experiment folder, evaluated in place: the prepared set is reused as it is,

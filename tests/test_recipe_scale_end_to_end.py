@@ -75,7 +75,7 @@ def scale_run(tmp_path_factory):
 @pytest.mark.timeout(1200)
 def test_run_librispeech_goes_through_every_stage(scale_run):
     root, proc, written, _ = scale_run
-    for stage in range(0, 12):
+    for stage in range(0, 13):
         assert f"Stage {stage}:" in proc.stdout, stage
     data = root / "data"
     train_ids = [line.split()[0] for line in (data / "librispeech_train_960" / "text").read_text().splitlines()]

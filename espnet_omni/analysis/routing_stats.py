@@ -43,13 +43,12 @@ def decision_nmi(first: RouterOutput, second: RouterOutput) -> torch.Tensor:
     return torch.where(denom > 0, mutual / denom, 0.0).float()
 
 
-def routing_health_keys(block_numbers: Sequence[int]) -> List[str]:
+def routing_health_keys(block_numbers: Sequence[int], num_experts: int) -> List[str]:
     """The keys :func:`routing_health` returns when every block of ``block_numbers`` ran."""
-    keys = [
-        f"route_{name}_b{block}"
-        for block in block_numbers
-        for name in ("entropy", "max_load", "unused")
-    ]
+    keys = []
+    for block in block_numbers:
+        keys += [f"route_{name}_b{block}" for name in ("entropy", "max_load", "unused")]
+        keys += [f"route_load_b{block}_e{expert}" for expert in range(num_experts)]
     return keys + (["route_nmi"] if len(block_numbers) > 1 else [])
 
 
@@ -63,6 +62,8 @@ def routing_health(
         route_entropy_b{b}: mean router entropy divided by log(E) (1 = uniform).
         route_max_load_b{b}: share of tokens sent to the busiest expert.
         route_unused_b{b}: number of experts that received no token.
+        route_load_b{b}_e{e}: share of tokens sent to expert e (0-based), one plot per expert
+            in ESPnet's images, where a collapse shows as one expert's share rising to 1.
         route_nmi: mean decision NMI of adjacent MoE blocks (when there are two or more).
     """
     stats: Dict[str, torch.Tensor] = {}
@@ -72,6 +73,8 @@ def routing_health(
         stats[f"route_entropy_b{block}"] = router_entropy(layer) / norm
         stats[f"route_max_load_b{block}"] = load.max()
         stats[f"route_unused_b{block}"] = (load == 0).sum().float()
+        for expert, share in enumerate(load.unbind()):
+            stats[f"route_load_b{block}_e{expert}"] = share
     if len(routing) > 1:
         stats["route_nmi"] = torch.stack(
             [decision_nmi(a, b) for a, b in zip(routing[:-1], routing[1:])]

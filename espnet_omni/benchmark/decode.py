@@ -3,7 +3,9 @@
 The demo models of the recipe (``egs2/omni_asr/asr1/conf``: dense transformer, Switch,
 Omni-router; untrained weights) run frontend + encoder + greedy CTC on 16 utterances of 4-10 s,
 one at a time (as ESPnet's ``asr_inference``) and as one padded batch of 16 (as the recipe's
-``asr_inference_ctc``), with one thread.
+``asr_inference_ctc``), with one thread. Beside the batch of 16, the Omni-router's routing
+analysis (``analyze_routing``: the same forward with the routing collected, counted into
+:class:`~espnet_omni.analysis.routing_counts.RoutingCounts`) against its plain decoding.
 """
 
 from pathlib import Path
@@ -52,6 +54,17 @@ def bench_decode(device: torch.device, repeats: int) -> Dict:
                     model.ctc.argmax(model.encode(speech, n)[0])
         return run
 
+    def analyse(model):
+        from espnet_omni.analysis.routing_capture import route_batch
+        from espnet_omni.analysis.routing_counts import RoutingCounts
+
+        counts = RoutingCounts(model.encoder.moe_blocks, model.encoder.routers[0].num_experts)
+        keys = [f"u{i}" for i in range(len(durations))]
+
+        def run():
+            counts.add("demo", route_batch(model, keys, batch, lengths))
+        return run
+
     audio = sum(durations)
     rtf, rounds = {}, {}
     for batch_size in (1, 16):
@@ -62,4 +75,9 @@ def bench_decode(device: torch.device, repeats: int) -> Dict:
         rtf[f"batch{batch_size}"] = {name: s / audio for name, s in medians(seconds).items()}
         print(f"decode RTF, batch {batch_size}: "
               + ", ".join(f"{k} {v:.4f}" for k, v in rtf[f"batch{batch_size}"].items()), flush=True)
-    return {"audio_s": audio, "threads": 1, "rtf": rtf, "rounds_s": rounds}
+    omni = models["omni_router"]
+    analysis = interleaved_times({"decode": decode(omni, 16), "analysis": analyse(omni)}, device, repeats)
+    ratio = medians(analysis)["analysis"] / medians(analysis)["decode"]
+    print(f"routing analysis / greedy CTC decoding, Omni-router, batch 16: {ratio:.2f}x", flush=True)
+    return {"audio_s": audio, "threads": 1, "rtf": rtf, "rounds_s": rounds,
+            "analysis_rounds_s": analysis}

@@ -19,6 +19,7 @@ TARGETS = {
     "encoder_step": ("Omni-router training step / dense twin", 1.15, "max"),
     "decode_rtf_batch1": ("Omni-router decoding RTF / dense, batch 1", 1.30, "max"),
     "decode_rtf_batch16": ("Omni-router decoding RTF / dense, batch 16 (the recipe's)", 1.30, "max"),
+    "routing_analysis": ("Omni-router routing analysis / its greedy CTC decoding, batch 16", 1.30, "max"),
     "activation_growth": ("MoE activation memory E=32 / E=1", 1.05, "max"),
 }
 
@@ -40,6 +41,9 @@ def ratio_inputs(results: Dict) -> Dict[str, Tuple[List[float], List[float]]]:
     if "decode" in results:
         for batch, seconds in results["decode"]["rounds_s"].items():
             out[f"decode_rtf_{batch}"] = (seconds["omni_router"], seconds["dense_transformer"])
+        if "analysis_rounds_s" in results["decode"]:
+            seconds = results["decode"]["analysis_rounds_s"]
+            out["routing_analysis"] = (seconds["analysis"], seconds["decode"])
     if "memory" in results:
         saved = results["memory"]["saved_bytes"]
         out["activation_growth"] = ([saved["E=32"]], [saved["E=1"]])

@@ -3,7 +3,7 @@
     python -m espnet_omni.bin.unpack_model --model exp/asr_omni_router/asr_omni_router.zip \\
         --exp_dir exp/download/asr_omni_router [--model_file packed.pth]
 
-``--model`` is a zip made by ``espnet2.bin.pack`` (the recipe's stage 10), a URL, or a name
+``--model`` is a zip made by ``espnet2.bin.pack`` (the recipe's stage 11), a URL, or a name
 espnet_model_zoo resolves (Hugging Face ``user/repo``). Writes ``<exp_dir>/config.yaml``,
 ``<exp_dir>/<model_file>`` and, when the package has an LM, ``<exp_dir>/lm/``.
 """

@@ -6,13 +6,20 @@ The paired bootstrap resamples utterances (with replacement, the same draw for e
 independently within each test set, recomputes each set's WER and the macro average, and
 reads the 2.5th and 97.5th percentiles of the relative reduction
 ``100 * (WER_other - WER_model) / WER_other``.
+
+The routing section (:func:`routing_markdown`) summarises ``analyze_routing``'s routing.json
+and links its pictures.
 """
 
+import os
+import re
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from espnet_omni.analysis.routing_plots import markdown_links
 from espnet_omni.corpora.test_sets import TEST_SETS
 from espnet_omni.recipe.scoring import UttErrors, wer
 
@@ -128,3 +135,62 @@ def results_markdown(
             r = paired_bootstrap(errors, focus, baseline, group, resamples)
             lines.append(f"| {baseline} | {r.reduction:+.1f}% | [{r.low:+.1f}%, {r.high:+.1f}%] |")
     return "\n".join(lines) + "\n"
+
+
+def _cell(value, digits: int = 2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def routing_markdown(report: dict, pictures: Sequence[Path], results_dir: Path, routing_json: Path) -> str:
+    """The body of RESULTS.md's routing section: per MoE model the mean off-diagonal agreement
+    of its layers' expert choices (NMI and Cramer's V), the share of frames that keep the
+    previous layer's expert id, router entropy, load balance, specialisation by set, blank
+    frames, routing change under noise; then links to the pictures."""
+
+    def link(path: Path) -> str:
+        return f"[{path.name}]({os.path.relpath(path, results_dir)})"
+
+    lines = [
+        f"From {link(routing_json)} (`espnet_omni.bin.analyze_routing`; measures: docs/routing.md "
+        "of espnet-omni). Agreement: mean over pairs of distinct MoE layers; entropy: router "
+        "entropy / log E; balance: entropy of the load / log E (1 = even); JS: mean "
+        "Jensen-Shannon divergence of a set's expert usage from the reference's.",
+        "",
+        "| model | layers x experts | NMI | Cramer's V | same id as previous layer | entropy "
+        "| balance | busiest expert | distinct paths | sets' JS from reference | expert change under noise |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, entry in report["models"].items():
+        layers = entry["layers"]
+        mean = entry["agreement"]["mean_offdiagonal"]
+        same = [layer["same_as_previous"] for layer in layers[1:]]
+        js = [s["mean_js_divergence"] for s in entry["sets"].values()]
+        noise = [pair["mean_changed"] for pair in entry.get("noise", [])]
+        lines.append("| " + " | ".join([
+            name,
+            f"{len(layers)} x {entry['num_experts']}",
+            _cell(mean["nmi"]),
+            _cell(mean["cramers_v"]),
+            _cell(sum(same) / len(same)) if same else "-",
+            _cell(sum(layer["entropy"] for layer in layers) / len(layers)),
+            _cell(sum(layer["load_balance"] for layer in layers) / len(layers)),
+            _cell(max(layer["max_load"] for layer in layers)),
+            f"{entry['paths']['distinct']}{'' if entry['paths']['complete'] else '+'}",
+            f"{min(js):.3f}-{max(js):.3f}" if js else "-",
+            _cell(sum(noise) / len(noise)) if noise else "-",
+        ]) + " |")
+    for name, why in report.get("skipped", {}).items():
+        lines.append(f"| {name} | {why} |" + " |" * 9)
+    if pictures:
+        lines += ["", "Pictures:", "", markdown_links(pictures, results_dir)]
+    return "\n".join(lines) + "\n"
+
+
+def replace_section(text: str, heading: str, body: str) -> str:
+    """``text`` with its ``## heading`` section (up to the next ``## `` heading) replaced by
+    ``body``, or the section appended when there is none."""
+    section = f"## {heading}\n\n{body}"
+    pattern = re.compile(rf"^## {re.escape(heading)}\n.*?(?=^## |\Z)", re.M | re.S)
+    if pattern.search(text):
+        return pattern.sub(lambda _: section + "\n", text, count=1).rstrip("\n") + "\n"
+    return (text.rstrip("\n") + "\n\n" if text.strip() else "") + section

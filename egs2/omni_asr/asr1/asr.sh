@@ -15,14 +15,16 @@
 #   7  decoding of every test set (inference_nj jobs per set)
 #   8  scoring (sclite when installed, the Python scorer otherwise)
 #   9  results: <expdir>/RESULTS.md with relative WER reductions and bootstrap confidence intervals
-#  10  packing of each model (zip for espnet_model_zoo)
-#  11  upload of the packed models to Hugging Face (needs --hf_repo_prefix)
+#  10  routing analysis of the MoE models on the validation and test sets (espnet_omni.bin.
+#      analyze_routing): <expdir>/routing/ (routing.json, pictures) and RESULTS.md's Routing section
+#  11  packing of each model (zip for espnet_model_zoo), with RESULTS.md and the routing analysis
+#  12  upload of the packed models to Hugging Face (needs --hf_repo_prefix)
 #
-# Evaluation without training (as ESPnet's asr.sh): --skip_train true runs stages 1, 2 and 7-9
+# Evaluation without training (as ESPnet's asr.sh): --skip_train true runs stages 1, 2 and 7-10
 # on the test sets only, with the models of an existing --expdir (their RESULTS.md goes to
 # <expdir>/eval/, beside the training run's), or with packed models (--download_model
 # "a.zip b.zip" or model-zoo / Hugging Face names) unpacked into <expdir>/download/asr_<name>/,
-# where their decodings and RESULTS.md go.
+# where their decodings, RESULTS.md and routing analysis go.
 #
 # Data dirs with a `segments` file (utterances cut from long recordings, e.g. Libriheavy) are
 # read as <dir>/segments,speech,kaldi_segments (the recordings in <dir>/wav.scp beside it)
@@ -43,7 +45,7 @@ min() { local a b; a=$1; for b in "$@"; do [ "$b" -lt "$a" ] && a=$b; done; echo
 
 # General
 stage=1
-stop_stage=11
+stop_stage=12
 ngpu=0                # GPUs per node for training (0: CPU)
 num_nodes=1           # nodes for training (> 1: --dist_launcher torchrun or slurm)
 dist_launcher=auto    # auto (ESPnet's own processes on one node), torchrun or slurm
@@ -103,6 +105,11 @@ lm_config=conf/train_lm_rnn.yaml
 lm_args=              # extra arguments for LM training
 inference_lm=valid.loss.best.pth
 
+# Routing analysis (stage 10)
+routing_max_utts=1000       # utterances drawn from each validation / test set
+routing_reference_utts=1000 # training utterances whose expert usage the sets are compared with
+routing_noise_snr=5         # the validation set with pink noise at this SNR (dB): routing under noise
+
 # Packing and upload
 hf_repo_prefix=       # e.g. myname/omni_asr_ -> myname/omni_asr_<model>
 
@@ -143,7 +150,10 @@ Usage: $0 [options]
   --python PY                Python interpreter ($python)
   --datadir/--dumpdir/--expdir DIR   working folders ($datadir, $dumpdir, $expdir)
   --smoke true               every stage on a tiny corpus with tiny models, under smoke/
-  --hf_repo_prefix P         stage 11 uploads to <P><model>
+  --routing_max_utts N       stage 10: utterances analysed per set ($routing_max_utts)
+  --routing_reference_utts N stage 10: training utterances of the reference usage ($routing_reference_utts)
+  --routing_noise_snr DB     stage 10: SNR of the noisy copy of the validation set ($routing_noise_snr)
+  --hf_repo_prefix P         stage 12 uploads to <P><model>
 EOF
 )
 
@@ -668,10 +678,39 @@ if [ "${stage}" -le 9 ] && [ "${stop_stage}" -ge 9 ]; then
         --in_domain ${in_domain_sets} --focus "${focus_model}" --output "${results}"
 fi
 
-if ! "${skip_train}" && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+if [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; then
+    # Beside RESULTS.md: <expdir>/routing, <expdir>/eval/routing or <expdir>/download/routing.
+    routing_dir=$(dirname "${results}")/routing
+    routing_sets=("${test_list[@]}")
+    routing_args=()
+    if ! "${skip_train}"; then
+        routing_sets=("${valid_set}" "${test_list[@]}")
+        train_dir=${dumpdir}/raw/${train_set}  # what training read (stage 3)
+        [ -f "${train_dir}/wav.scp" ] || train_dir=${datadir}/${train_set}
+        routing_args+=(--reference_dir "train=${train_dir}" --reference_max_utts "${routing_reference_utts}")
+    fi
+    # The same utterances with noise, under the same ids: how many frames change expert.
+    noise_base=${routing_sets[0]}
+    noisy=${datadir}/${noise_base}_pink${routing_noise_snr}
+    if [ ! -f "${noisy}/wav.scp" ] || [ "${datadir}/${noise_base}/wav.scp" -nt "${noisy}/wav.scp" ]; then
+        ${python} -m espnet_omni.bin.make_noisy_copy --data_dir "${datadir}/${noise_base}" \
+            --output_dir "${noisy}" --snr "${routing_noise_snr}" --colour pink
+    fi
+    routing_args+=(--noise_pair "${datadir}/${noise_base}" "${noisy}")
+    for dset in "${routing_sets[@]}"; do routing_args+=(--data_dir "${dset}=${datadir}/${dset}"); done
+    for model in "${model_list[@]}"; do routing_args+=(--model "${asr_exps}/asr_${model}"); done
+    log "Stage 10: routing analysis of ${model_list[*]} on ${routing_sets[*]} -> ${routing_dir}"
+    ${python} -m espnet_omni.bin.analyze_routing "${routing_args[@]}" --model_file "${inference_model}" \
+        --max_utts "${routing_max_utts}" --ngpu "${inference_ngpu}" --output_dir "${routing_dir}" \
+        --results "${results}"
+fi
+
+if ! "${skip_train}" && [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
+    routing_files=()
+    if [ -d "${expdir}/routing" ]; then routing_files=(--option "${expdir}/routing"); fi
     for model in "${model_list[@]}"; do
         exp=${expdir}/asr_${model}
-        log "Stage 10: packing ${exp} -> ${exp}/asr_${model}.zip"
+        log "Stage 11: packing ${exp} -> ${exp}/asr_${model}.zip"
         lm_files=()
         if "${use_lm}"; then
             lm_files=(--lm_train_config "${lm_exp}/config.yaml" --lm_file "${lm_exp}/${inference_lm}")
@@ -679,16 +718,17 @@ if ! "${skip_train}" && [ "${stage}" -le 10 ] && [ "${stop_stage}" -ge 10 ]; the
         ${python} -m espnet2.bin.pack asr --asr_train_config "${exp}/config.yaml" \
             --asr_model_file "${exp}/${inference_model}" "${lm_files[@]}" \
             --option "${token_dir}/bpe.model" --option "${stats_dir}/train/feats_stats.npz" \
-            --option "${expdir}/RESULTS.md" --option "${exp}/images" --outpath "${exp}/asr_${model}.zip"
+            --option "${expdir}/RESULTS.md" --option "${exp}/images" "${routing_files[@]}" \
+            --outpath "${exp}/asr_${model}.zip"
     done
 fi
 
-if ! "${skip_train}" && [ "${stage}" -le 11 ] && [ "${stop_stage}" -ge 11 ]; then
+if ! "${skip_train}" && [ "${stage}" -le 12 ] && [ "${stop_stage}" -ge 12 ]; then
     if [ -z "${hf_repo_prefix}" ]; then
-        log "Stage 11: skipped (give --hf_repo_prefix to upload to Hugging Face)"
+        log "Stage 12: skipped (give --hf_repo_prefix to upload to Hugging Face)"
     else
         for model in "${model_list[@]}"; do
-            log "Stage 11: uploading ${expdir}/asr_${model}/asr_${model}.zip -> ${hf_repo_prefix}${model}"
+            log "Stage 12: uploading ${expdir}/asr_${model}/asr_${model}.zip -> ${hf_repo_prefix}${model}"
             ${python} -m espnet_omni.bin.publish --model_zip "${expdir}/asr_${model}/asr_${model}.zip" \
                 --repo_id "${hf_repo_prefix}${model}" --results "${expdir}/RESULTS.md"
         done
