@@ -27,6 +27,35 @@ def quantize(model: torch.nn.Module, module_types: Sequence[str], dtype: str) ->
     )
 
 
+def load_ctc_model(
+    asr_train_config: str,
+    asr_model_file: str,
+    device: str = "cpu",
+    token_type: Optional[str] = None,
+    bpemodel: Optional[str] = None,
+):
+    """(model in eval mode, training args, tokenizer or None, TokenIDConverter) of an ESPnet
+    ASR model; ``token_type`` and ``bpemodel`` default to the training config's."""
+    from espnet2.tasks.asr import ASRTask
+    from espnet2.text.build_tokenizer import build_tokenizer
+    from espnet2.text.token_id_converter import TokenIDConverter
+
+    import espnet_omni  # noqa: F401  (registers the classes)
+
+    model, train_args = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
+    model.eval()
+    token_type = token_type or train_args.token_type
+    bpemodel = bpemodel or train_args.bpemodel
+    tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel) if token_type else None
+    return model, train_args, tokenizer, TokenIDConverter(token_list=model.token_list)
+
+
+def ids_to_text(ids: Sequence[int], tokenizer, converter) -> Tuple[str, List[str]]:
+    """(text, tokens) of token ids."""
+    tokens = converter.ids2tokens(ids)
+    return (tokenizer.tokens2text(tokens) if tokenizer else " ".join(tokens)), tokens
+
+
 def decode_to_dir(
     data_path_and_name_and_type: List[Tuple[str, str, str]],
     asr_train_config: str,
@@ -48,21 +77,14 @@ def decode_to_dir(
     """
     from espnet2.fileio.datadir_writer import DatadirWriter
     from espnet2.tasks.asr import ASRTask
-    from espnet2.text.build_tokenizer import build_tokenizer
-    from espnet2.text.token_id_converter import TokenIDConverter
     from espnet2.torch_utils.device_funcs import to_device
 
-    import espnet_omni  # noqa: F401  (registers the classes)
-
-    model, train_args = ASRTask.build_model_from_file(asr_train_config, asr_model_file, device)
-    model.eval()
+    model, train_args, tokenizer, converter = load_ctc_model(
+        asr_train_config, asr_model_file, device, token_type, bpemodel
+    )
     if quantize_modules:
         logging.info(f"dynamically quantizing {list(quantize_modules)} to {quantize_dtype}")
         model = quantize(model, quantize_modules, quantize_dtype)
-    token_type = token_type or train_args.token_type
-    bpemodel = bpemodel or train_args.bpemodel
-    tokenizer = build_tokenizer(token_type=token_type, bpemodel=bpemodel) if token_type else None
-    converter = TokenIDConverter(token_list=model.token_list)
 
     loader = ASRTask.build_streaming_iterator(
         data_path_and_name_and_type,
@@ -83,10 +105,10 @@ def decode_to_dir(
                 encoded = encoded[0]
             best_paths = greedy_ctc(model.ctc.log_softmax(encoded), encoded_lengths, model.blank_id)
             for key, ids in zip(keys, best_paths):
-                tokens = converter.ids2tokens(ids)
+                text, tokens = ids_to_text(ids, tokenizer, converter)
                 best = writer["1best_recog"]
                 best["token"][key] = " ".join(tokens)
                 best["token_int"][key] = " ".join(map(str, ids))
-                best["text"][key] = tokenizer.tokens2text(tokens) if tokenizer else " ".join(tokens)
+                best["text"][key] = text
             count += len(keys)
     return count

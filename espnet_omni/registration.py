@@ -11,7 +11,9 @@ imported. Every way of building an ESPnet ASR model imports it first, and tools 
 build one (corpus generation, scoring) do not pay ESPnet's import time.
 
 Likewise the data type ``kaldi_segments`` (:mod:`espnet_omni.data.kaldi_segments`) is added to
-``espnet2.train.dataset.DATA_TYPES`` once that module is imported, before any dataset is built.
+``espnet2.train.dataset.DATA_TYPES`` once that module is imported, before any dataset is built,
+and espnet_model_zoo's cache of local zips is made to follow the zip (:mod:`espnet_omni.model_zoo`)
+once ``espnet_model_zoo.downloader`` is imported.
 """
 
 import importlib.abc
@@ -21,6 +23,7 @@ import threading
 
 ASR_TASK_MODULE = "espnet2.tasks.asr"
 DATASET_MODULE = "espnet2.train.dataset"
+MODEL_ZOO_MODULE = "espnet_model_zoo.downloader"
 
 ENCODER_NAMES = {
     "omni_router": "OmniRouterEncoder",
@@ -100,10 +103,18 @@ class _RegisterAfterImport(importlib.abc.MetaPathFinder):
         return spec
 
 
+def patch_model_zoo() -> None:
+    """Make espnet_model_zoo unpack a local zip again when it changes (idempotent)."""
+    from espnet_omni import model_zoo
+
+    model_zoo.install()
+
+
 def register_when_asr_task_imported() -> None:
-    """Register now if ESPnet's ASR task (its dataset module) is imported, else right after its
-    first import."""
-    for module, callback in ((DATASET_MODULE, register_data_types), (ASR_TASK_MODULE, register)):
+    """Register now if ESPnet's ASR task (its dataset module, the model zoo's downloader) is
+    imported, else right after its first import."""
+    for module, callback in ((DATASET_MODULE, register_data_types), (ASR_TASK_MODULE, register),
+                             (MODEL_ZOO_MODULE, patch_model_zoo)):
         if module in sys.modules:
             callback()
         elif not any(isinstance(f, _RegisterAfterImport) and f.module == module for f in sys.meta_path):

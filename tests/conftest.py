@@ -81,6 +81,35 @@ def write_keys(data_dir: Path, out: Path) -> Path:
     return out
 
 
+def make_untrained_experiment(root: Path, name: str, tokens: Path) -> Path:
+    """An ESPnet experiment folder ``root/asr_<name>`` (config.yaml, valid.cer_ctc.best.pth) of
+    conf/tiny/<name>.yaml with its initial weights (seed 0)."""
+    import torch
+    from espnet2.tasks.asr import ASRTask
+    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
+
+    import espnet_omni  # noqa: F401  (registers the classes)
+
+    exp = root / f"asr_{name}"
+    args = ASRTask.get_parser().parse_args([
+        "--config", str(CONF / "tiny" / f"{name}.yaml"), "--token_list", str(tokens),
+        "--token_type", "char", "--output_dir", str(exp),
+    ])
+    torch.manual_seed(0)
+    model = ASRTask.build_model(args)
+    exp.mkdir(parents=True)
+    torch.save(model.state_dict(), exp / "valid.cer_ctc.best.pth")
+    with open(exp / "config.yaml", "w") as f:
+        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
+    return exp
+
+
+def write_tone_token_list(out: Path) -> Path:
+    """The character token list of the tone corpus (ESPnet's specials around A-E)."""
+    out.write_text("\n".join(["<blank>", "<unk>", "<space>", *"ABCDE", "<sos/eos>"]) + "\n")
+    return out
+
+
 def run_module(module: str, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     """Run ``python -m module args`` and fail the test with its output if it fails."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")

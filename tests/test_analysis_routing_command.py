@@ -18,39 +18,20 @@ from espnet_omni.analysis.routing_capture import (
     route_batch,
 )
 from espnet_omni.data.kaldi_segments import SegmentsError
+from espnet_omni.recipe.packed_model import ModelSourceError
 from espnet_omni.recipe.results import replace_section
 from espnet_omni.synth.noisy_copy import write_noisy_copy
 
-from conftest import CONF, run_module
+from conftest import make_untrained_experiment, run_module, write_tone_token_list
 
 MODELS = ("switch", "omni_router", "dense_transformer")
-
-
-def make_experiment(root, name, tokens):
-    """An ESPnet experiment folder (config.yaml, model file) of conf/tiny/<name>.yaml."""
-    from espnet2.tasks.asr import ASRTask
-    from espnet2.utils.yaml_no_alias_safe_dump import yaml_no_alias_safe_dump
-
-    exp = root / f"asr_{name}"
-    args = ASRTask.get_parser().parse_args([
-        "--config", str(CONF / "tiny" / f"{name}.yaml"), "--token_list", str(tokens),
-        "--token_type", "char", "--output_dir", str(exp),
-    ])
-    torch.manual_seed(0)
-    model = ASRTask.build_model(args)
-    exp.mkdir(parents=True)
-    torch.save(model.state_dict(), exp / "valid.cer_ctc.best.pth")
-    with open(exp / "config.yaml", "w") as f:
-        yaml_no_alias_safe_dump(vars(args), f, indent=4, sort_keys=False)
-    return exp
 
 
 @pytest.fixture(scope="module")
 def experiments(tone_corpus, tmp_path_factory):
     root = tmp_path_factory.mktemp("routing")
-    tokens = root / "tokens.txt"
-    tokens.write_text("\n".join(["<blank>", "<unk>", "<space>", *"ABCDE", "<sos/eos>"]) + "\n")
-    exps = {name: make_experiment(root / "exp", name, tokens) for name in MODELS}
+    tokens = write_tone_token_list(root / "tokens.txt")
+    exps = {name: make_untrained_experiment(root / "exp", name, tokens) for name in MODELS}
     noisy = root / "dev_noisy"
     write_noisy_copy(tone_corpus["dev"], noisy, snr_db=0.0)
     return root, exps, noisy
@@ -181,11 +162,11 @@ def test_noisy_copy_of_a_command_wav_scp_fails_naming_the_line_and_keeps_the_old
 def test_bad_models_and_data_dirs_are_named(experiments, tone_corpus, tmp_path):
     root, exps, _ = experiments
     dev = str(tone_corpus["dev"])
-    with pytest.raises(RoutingAnalysisError, match=r"none of \['valid.ave.pth'\] exists .*valid.cer_ctc.best.pth"):
+    with pytest.raises(ModelSourceError, match=r"none of \['valid.ave.pth'\] exists .*valid.cer_ctc.best.pth"):
         analyze([str(exps["switch"])], [dev], model_file="valid.ave.pth")
     with pytest.raises(RoutingAnalysisError, match="not a data dir"):
         analyze([str(exps["switch"])], [str(tmp_path)])
-    with pytest.raises(RoutingAnalysisError, match="no such packed model"):
+    with pytest.raises(ModelSourceError, match="no such packed model"):
         analyze([str(tmp_path / "asr_missing.zip")], [dev])
     with pytest.raises(RoutingAnalysisError, match="data dirs share a name"):
         analyze([str(exps["switch"])], [dev, dev])

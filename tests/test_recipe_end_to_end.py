@@ -102,6 +102,32 @@ def test_rerun_keeps_finished_work_and_resumes_from_a_middle_stage(smoke):
     assert results_after.split("\n", 3)[3] == results_before.split("\n## Routing")[0].split("\n", 3)[3]
 
 
+@pytest.mark.timeout(900)
+def test_a_packed_model_transcribes_in_another_folder_as_the_recipe_decoded(smoke, tmp_path):
+    """The zip of stage 11 (BPE model, feature statistics and LM inside) decodes on its own,
+    away from the recipe: transcribe's beam search with the packed LM gives the recipe's
+    hypotheses."""
+    root, _ = smoke
+    exp = root / "smoke" / "exp"
+    data = root / "smoke" / "data" / "test_clean"
+    wav_scp = tmp_path / "wav.scp"  # absolute paths: the recipe's are relative to it
+    wav_scp.write_text("".join(f"{utt} {(root / path).resolve()}\n" for utt, path in
+                               (line.split() for line in (data / "wav.scp").read_text().splitlines())))
+    model_zip = shutil.copy(exp / "asr_omni_router" / "asr_omni_router.zip", tmp_path / "asr_omni_router.zip")
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "espnet_omni.bin.transcribe", "--model", str(model_zip),
+                           str(wav_scp), "--output", "hyp.txt", "--cache_dir", "cache"], cwd=work,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    recipe = (exp / "asr_omni_router" / "decode_ctc_lm_lm_rnn_valid.cer_ctc.best" / "test_clean" / "text")
+
+    def by_utt(text):
+        return {utt: hyp.strip() for utt, hyp in ((line.split(" ", 1) + [""])[:2] for line in text.splitlines())}
+
+    assert by_utt((work / "hyp.txt").read_text()) == by_utt(recipe.read_text())
+
+
 @pytest.mark.timeout(600)
 def test_broken_data_dir_fails_stage_2_naming_file_and_line(smoke):
     root, _ = smoke

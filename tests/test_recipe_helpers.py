@@ -9,7 +9,13 @@ import pytest
 import soundfile
 
 from espnet_omni.recipe import data_dir, results, scoring
-from espnet_omni.recipe.publish import prepare_model_folder
+from espnet_omni.recipe.publish import (
+    UploadError,
+    prepare_model_folder,
+    upload_model_folder,
+    validate_card,
+    wer_results,
+)
 from espnet_omni.recipe.scoring import UttErrors
 
 
@@ -190,3 +196,72 @@ def test_publish_folder_has_a_card_and_a_bad_zip_keeps_the_earlier_folder(tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == ["hf_model", "model.zip"]  # no staging left
     with pytest.raises(ValueError, match="<user or org>/<name>, got 'tiny'"):
         prepare_model_folder(model_zip, "tiny", None)
+
+
+RESULTS_MD = """# Results
+
+| model | LibriSpeech test-clean (in-domain) | TED-LIUM 3 | VoxPopuli | out-of-domain average (2 sets) |
+| --- | --- | --- | --- | --- |
+| utterances | 20 | 21 | - |  |
+| dense_transformer | 5.0 | 9.0 | - | **9.00** |
+| omni_router | 4.5 | 8.2 | - | **8.20** |
+"""
+
+
+def _packed_with_routing(tmp_path):
+    meta = ("files:\n  asr_model_file: exp/asr_omni_router/model.pth\nyaml_files:\n"
+            "  asr_train_config: exp/asr_omni_router/config.yaml\n")
+    config = ("encoder: omni_router\nencoder_conf:\n  num_experts: 8\nmax_epoch: 30\n"
+              "train_data_path_and_name_and_type:\n- [dump/raw/train_960/wav.scp, speech, sound]\n")
+    return _zip(tmp_path / "asr_omni_router.zip", {
+        "meta.yaml": meta, "exp/asr_omni_router/config.yaml": config,
+        "exp/asr_omni_router/model.pth": "w", "exp/routing/routing_agreement.png": "png",
+        "exp/routing/routing_path_omni_router.png": "png"})
+
+
+def test_model_card_has_results_routing_citation_and_validates(tmp_path):
+    results_md = tmp_path / "RESULTS.md"
+    results_md.write_text(RESULTS_MD)
+    assert wer_results(RESULTS_MD, "omni_router") == [
+        ("librispeech_test_clean", "LibriSpeech test-clean", 4.5), ("tedlium3_test", "TED-LIUM 3", 8.2)]
+    folder = prepare_model_folder(_packed_with_routing(tmp_path), "someone/omni", results_md,
+                                  license="mit", datasets=["openslr/librispeech_asr"])
+    card = (folder / "README.md").read_text()
+    import huggingface_hub
+
+    data = huggingface_hub.ModelCard(card).data
+    assert data.license == "mit" and data.pipeline_tag == "automatic-speech-recognition"
+    assert data.datasets == ["openslr/librispeech_asr"] and "omni_router" in data.tags
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in data.eval_results] == [
+        ("librispeech_test_clean", "wer", 4.5), ("tedlium3_test", "wer", 8.2)]
+    assert "sharing ONE router" in card and "`train_960` of the espnet-omni recipe" in card
+    assert "30 epochs" in card and "| omni_router | 4.5 | 8.2 |" in card
+    assert "![routing_agreement](exp/routing/routing_agreement.png)" in card
+    assert "@inproceedings{gu2025omnirouter" in card and "## License\n\n`mit`" in card
+    assert "python -m espnet_omni.bin.transcribe --model someone/omni" in card
+
+    # What the Hub would refuse, found offline.
+    (folder / "exp" / "routing" / "routing_agreement.png").unlink()
+    (folder / "README.md").write_text(card.replace("license: mit", "license: my-own"))
+    with pytest.raises(ValueError) as info:
+        validate_card(folder)
+    assert "license 'my-own' is not one the Hub knows" in str(info.value)
+    assert "the picture exp/routing/routing_agreement.png is not in the folder" in str(info.value)
+    with pytest.raises(ValueError, match="--license 'my-own' is not a license identifier"):
+        prepare_model_folder(tmp_path / "asr_omni_router.zip", "someone/omni", license="my-own")
+
+
+def test_upload_without_token_or_network_stops_with_the_folder_ready(tmp_path, monkeypatch):
+    folder = prepare_model_folder(_packed_with_routing(tmp_path), "someone/omni")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # no stored login
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    with pytest.raises(UploadError, match=rf"no Hugging Face token: .* {folder} is ready"):
+        upload_model_folder(folder, "someone/omni")
+    monkeypatch.setenv("HF_TOKEN", "hf_not_a_real_token")
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")
+    with pytest.raises(UploadError, match="failed .* the folder is ready"):
+        upload_model_folder(folder, "someone/omni")
+    assert (folder / "README.md").exists()

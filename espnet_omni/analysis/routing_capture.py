@@ -1,8 +1,8 @@
 """Run trained models over data dirs and count their routing (``analyze_routing``).
 
 A model is an ESPnet experiment folder (``config.yaml`` and a model file) or a packed model
-(a zip made by ``espnet2.bin.pack``, a URL or a model-zoo name), unpacked with
-:mod:`espnet_omni.recipe.packed_model`. Data dirs are Kaldi-style (``wav.scp``, or ``segments``
+(a zip made by ``espnet2.bin.pack``, a URL or a model-zoo name), found or unpacked by
+:func:`espnet_omni.recipe.packed_model.resolve_model_files`. Data dirs are Kaldi-style (``wav.scp``, or ``segments``
 over recordings), read in batches by ESPnet's streaming iterator as decoding reads them. Each
 batch goes through the model's ``encode`` once, with the encoder's routing collected; the
 routing of its real frames and the greedy CTC label of each frame feed
@@ -26,15 +26,9 @@ import torch
 from espnet_omni.analysis.dependence import MEASURE_DEFINITIONS
 from espnet_omni.analysis.routing_counts import BatchRouting, NoisePairCounts, RoutingCounts
 from espnet_omni.recipe.data_dir import DataDirError, iter_table
+from espnet_omni.recipe.packed_model import model_name, resolve_model_files
 
 REPORT_FORMAT = 1
-
-# Model files an experiment folder is searched for, in order, when none is named.
-MODEL_FILES = (
-    "valid.cer_ctc.ave.pth", "valid.cer_ctc.best.pth", "valid.loss.ave.pth",
-    "valid.loss.best.pth", "valid.acc.ave.pth", "valid.acc.best.pth", "packed.pth",
-)
-
 
 class RoutingAnalysisError(ValueError):
     """A model or data dir that cannot be analysed, with what to do about it."""
@@ -104,53 +98,16 @@ class LoadedModel:
         return list(getattr(self.model.encoder, "moe_blocks", []) or [])
 
 
-def model_name(source: str) -> str:
-    """exp/asr_omni_router -> omni_router; asr_switch.zip -> switch; user/repo -> repo."""
-    name = Path(source.rstrip("/")).name
-    if name.endswith(".zip"):
-        name = name[: -len(".zip")]
-    return name[len("asr_"):] if name.startswith("asr_") else name
-
-
-def resolve_model_files(source: str, model_file: Optional[str], unpack_dir: Path) -> Tuple[Path, Path]:
-    """(config, model file) of an experiment folder, or of a packed model unpacked under
-    ``unpack_dir``."""
-    path = Path(source)
-    if path.is_dir():
-        config = path / "config.yaml"
-        if not config.exists():
-            raise RoutingAnalysisError(f"{path}: no config.yaml (not an ESPnet experiment folder)")
-        if model_file:
-            candidates = [path / model_file]
-        else:
-            candidates = [path / name for name in MODEL_FILES]
-        for candidate in candidates:
-            if candidate.exists():
-                return config, candidate
-        present = sorted(p.name for p in path.glob("*.pth"))
-        raise RoutingAnalysisError(
-            f"{path}: none of {[c.name for c in candidates]} exists (model files there: "
-            f"{present or 'none'}); name one with --model_file"
-        )
-    from espnet_omni.recipe.packed_model import unpack_into
-
-    try:
-        unpack_into(source, unpack_dir, "packed.pth")
-    except (FileNotFoundError, ValueError) as err:
-        raise RoutingAnalysisError(str(err)) from err
-    return unpack_dir / "config.yaml", unpack_dir / "packed.pth"
-
-
 def load_model(source: str, model_file: Optional[str], unpack_dir: Path, device: str) -> LoadedModel:
     """Build the ESPnet ASR model of ``source`` in eval mode on ``device``."""
     from espnet2.tasks.asr import ASRTask
 
     import espnet_omni  # noqa: F401  (registers the encoders)
 
-    config, weights = resolve_model_files(source, model_file, unpack_dir)
-    model, train_args = ASRTask.build_model_from_file(str(config), str(weights), device)
+    files = resolve_model_files(source, model_file, unpack_dir)
+    model, train_args = ASRTask.build_model_from_file(str(files.config), str(files.model), device)
     model.eval()
-    logging.info(f"{source}: {weights} ({train_args.encoder} encoder)")
+    logging.info(f"{source}: {files.model} ({train_args.encoder} encoder)")
     return LoadedModel(model_name(source), source, model, train_args)
 
 

@@ -68,6 +68,7 @@ def main(cmd=None) -> None:
 
     from espnet_omni.analysis.routing_capture import RoutingAnalysisError, analyze, report_json
     from espnet_omni.recipe.data_dir import DataDirError
+    from espnet_omni.recipe.packed_model import ModelSourceError
 
     try:
         if args.plots:  # before the models run, not after
@@ -79,7 +80,7 @@ def main(cmd=None) -> None:
             device="cuda" if args.ngpu > 0 else "cpu", num_workers=args.num_workers,
             max_paths=args.max_paths, example_utt=args.example_utt,
         )
-    except (RoutingAnalysisError, DataDirError, MissingExtraError) as err:
+    except (RoutingAnalysisError, ModelSourceError, DataDirError, MissingExtraError) as err:
         sys.exit(f"ERROR: {err}")
 
     args.output_dir.mkdir(parents=True, exist_ok=True)
