@@ -211,3 +211,30 @@ def test_packed_models_are_evaluated_on_benchmark_sets_without_training(smoke, t
     assert digest(exp / "asr_omni_router" / "valid.cer_ctc.best.pth") == trained
     assert (exp / "RESULTS.md").read_text() == training_results
     assert "| omni_router | - | - |" in (exp / "eval" / "RESULTS.md").read_text()
+
+
+@pytest.mark.timeout(2400)
+def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
+    """run_study.sh: seed 0 is the smoke run's own models, seed 1 trains anew with --seed 1 on
+    the shared statistics and LM; the report compares them."""
+    root, _ = smoke
+    exp = root / "smoke" / "exp"
+    trained = digest(exp / "asr_omni_router" / "valid.cer_ctc.best.pth")
+    proc = subprocess.run(["./run_study.sh", "--smoke", "true", "--python", sys.executable, "--seeds", "0 1"],
+                          cwd=root, capture_output=True, text=True, timeout=2400,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    study = root / "smoke" / "study"
+    assert (study / "seed0" / "asr_omni_router").resolve() == (exp / "asr_omni_router").resolve()
+    assert digest(exp / "asr_omni_router" / "valid.cer_ctc.best.pth") == trained  # not retrained
+    seed1 = study / "seed1" / "asr_omni_router"
+    assert yaml.safe_load((seed1 / "config.yaml").read_text())["seed"] == 1
+    assert digest(seed1 / "valid.cer_ctc.best.pth") != trained
+    assert (study / "seed1" / "lm_rnn").resolve() == (exp / "lm_rnn").resolve()  # one LM for all
+    assert (study / "seed1" / "routing" / "routing.json").exists()
+    report = (study / "REPORT.md").read_text()
+    assert report.startswith("# The comparison over 2 training seeds (0, 1)")
+    assert "## WER (%), decode_ctc_lm_lm_rnn_valid.cer_ctc.best (the recipe's decoding)" in report
+    assert "## WER (%), decode_greedy_ctc_valid.cer_ctc.best" in report
+    assert "| more consistent routing across layers than switch (NMI of layer pairs) |" in report
+    assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"

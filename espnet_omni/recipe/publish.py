@@ -115,25 +115,12 @@ speech2text = Speech2Text.from_pretrained("{repo_id}", ctc_weight=1.0, beam_size
 
 
 def wer_results(results_md: str, model: str) -> List[Tuple[str, str, float]]:
-    """(set id, column label, WER %) of ``model``'s row of a RESULTS.md table (averages left
-    out; sets not evaluated, ``-``, too)."""
-    from espnet_omni.corpora.test_sets import TEST_SETS
+    """(set id, column label, WER %) of ``model``'s row of a RESULTS.md table (averages and sets
+    not evaluated left out)."""
+    from espnet_omni.recipe.results import read_results_table
 
-    by_label = {entry.label: name for name, entry in TEST_SETS.items()}
-    rows = [line.strip().strip("|").split("|") for line in results_md.splitlines()
-            if line.startswith("| ")]
-    header = next((r for r in rows if r[0].strip() == "model"), None)
-    row = next((r for r in rows if r[0].strip() == model), None)
-    if header is None or row is None:
-        return []
-    out = []
-    for label, cell in zip(header[1:], row[1:]):
-        label, cell = label.strip(), cell.strip().strip("*")
-        if "average" in label or not re.fullmatch(r"\d+(\.\d+)?", cell):
-            continue
-        plain = label.replace(" (in-domain)", "")
-        out.append((by_label.get(plain, plain), plain, float(cell)))
-    return out
+    cols, table = read_results_table(results_md)
+    return [(c.set_id, c.label, value) for c, value in zip(cols, table.get(model, [])) if value is not None]
 
 
 def embedded_results(results_md: str, folder: Path) -> str:

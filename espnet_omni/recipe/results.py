@@ -71,6 +71,38 @@ def paired_bootstrap(
     return Reduction(model, baseline, tuple(sets), point, float(low), float(high))
 
 
+@dataclass
+class Column:
+    """A test-set column of a RESULTS.md table."""
+
+    set_id: str
+    label: str
+    in_domain: bool
+
+
+def read_results_table(results_md: str) -> Tuple[List[Column], Dict[str, List[Optional[float]]]]:
+    """The test-set columns of a RESULTS.md WER table (averages left out) and each model's WER
+    per column (None where not evaluated)."""
+    by_label = {entry.label: name for name, entry in TEST_SETS.items()}
+    rows = [[cell.strip() for cell in line.strip().strip("|").split("|")]
+            for line in results_md.splitlines() if line.startswith("| ")]
+    header = next((r for r in rows if r[0] == "model"), None)
+    if header is None:
+        return [], {}
+    keep = [i for i, label in enumerate(header[1:], start=1) if "average" not in label]
+    cols = []
+    for i in keep:
+        label = header[i].replace(" (in-domain)", "")
+        cols.append(Column(by_label.get(label, label), label, header[i].endswith("(in-domain)")))
+    table = {}
+    for row in rows:
+        if row[0] in ("model", "---", "utterances") or len(row) != len(header):
+            continue
+        table[row[0]] = [float(row[i].strip("*")) if re.fullmatch(r"\d+(\.\d+)?", row[i].strip("*")) else None
+                         for i in keep]
+    return cols, table
+
+
 def columns(sets: Sequence[str]) -> List[str]:
     """Table columns: with any benchmark test set among ``sets``, all of them in the paper's
     order (those not evaluated stay as empty columns), then the other sets as given."""

@@ -169,7 +169,11 @@ fi
 
 if "${smoke}"; then
     num_train=120; num_dev=20; num_test=10; nbpe=40
-    datadir=smoke/data; dumpdir=smoke/dump; expdir=smoke/exp; audio_dir=smoke/audio
+    # Under smoke/ unless given (run_study.sh gives each seed its --expdir).
+    if [ "${datadir}" = data ]; then datadir=smoke/data; fi
+    if [ "${dumpdir}" = dump ]; then dumpdir=smoke/dump; fi
+    if [ "${expdir}" = exp ]; then expdir=smoke/exp; fi
+    audio_dir=smoke/audio
     asr_config_dir=../../../conf/tiny
     asr_args="--max_epoch 2 ${asr_args}"
     lm_args="--max_epoch 2 ${lm_args}"
@@ -484,6 +488,7 @@ train_log_of() {  # <exp>: the training log; one per node when each node runs to
     fi
 }
 
+# A rerun resumes training and appends to its log: the epochs already reported stay in it.
 train_model() {  # <model> <threads>: one ESPnet training run, logged to $(train_log_of <exp>)
     local model=$1 threads=$2 exp=${expdir}/asr_$1 launcher=() dist=() nproc
     mkdir -p "${exp}"
@@ -521,7 +526,7 @@ train_model() {  # <model> <threads>: one ESPnet training run, logged to $(train
         --fold_length 80000 --fold_length 150 \
         --normalize global_mvn --normalize_conf "stats_file=${stats_dir}/train/feats_stats.npz" \
         "${speed_perturb_args[@]}" "${dist[@]}" \
-        --resume true --output_dir "${exp}" ${asr_args} > "$(train_log_of "${exp}")" 2>&1
+        --resume true --output_dir "${exp}" ${asr_args} >> "$(train_log_of "${exp}")" 2>&1
 }
 
 train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/train.log
@@ -532,7 +537,7 @@ train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/tra
         --valid_data_path_and_name_and_type "${dumpdir}/raw/${valid_set}/text,text,text" \
         --train_shape_file "${lm_stats_dir}/train/text_shape.bpe" \
         --valid_shape_file "${lm_stats_dir}/valid/text_shape.bpe" \
-        --fold_length 150 --resume true --output_dir "${lm_exp}" ${lm_args} > "${lm_exp}/train.log" 2>&1
+        --fold_length 150 --resume true --output_dir "${lm_exp}" ${lm_args} >> "${lm_exp}/train.log" 2>&1
 }
 
 if ! "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# The main job's comparison over training seeds: the dense twin, Switch and Omni-router trained
+# with ESPnet's --seed N (which also sets the order of the batches) on the data, BPE model,
+# feature statistics and LM that ./run.sh prepares once. Seed 0 is ./run.sh's own training
+# (exp/asr_<model>, ESPnet's default seed); seed N > 0 trains into <study_dir>/seed<N>/. Each
+# seed is decoded, scored and analysed there (stages 7-10), also without the LM (greedy CTC) and
+# with the best checkpoint beside the averaged one; a finished seed is kept, an interrupted one
+# resumes from its last epoch. <study_dir>/REPORT.md and learning_curves.png summarise the seeds
+# (espnet_omni.bin.make_study_report).
+#   ./run_study.sh                                  # seeds 0 1 2
+#   ./run_study.sh --seeds "0 1 2 3 4"
+#   ./run_study.sh --study_dir study/jitter --asr_args "--encoder_conf router_jitter=0.01"
+#   ./run_study.sh --smoke true --seeds "0 1"       # tiny models on the tiny corpus, under smoke/
+# The study goes to <study_dir> (default: study/ beside --expdir). Options not listed here go to
+# run.sh (and asr.sh) for every seed.
+set -euo pipefail
+
+seeds="0 1 2"
+study_dir=
+asr_args=
+main_exp=exp          # run.sh's --expdir: seed 0 and what the seeds share
+smoke=false
+python=python3
+passthrough=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --seeds) seeds=$2; shift 2 ;;
+        --study_dir) study_dir=$2; shift 2 ;;
+        --asr_args) asr_args=$2; shift 2 ;;
+        --expdir) main_exp=$2; shift 2 ;;
+        --smoke) smoke=$2; passthrough+=("$1" "$2"); shift 2 ;;
+        --python) python=$2; passthrough+=("$1" "$2"); shift 2 ;;
+        --help|-h) sed -n '2,15p' "$0"; exit 0 ;;
+        *) passthrough+=("$1"); shift ;;
+    esac
+done
+if [ "${smoke}" = true ] && [ "${main_exp}" = exp ]; then main_exp=smoke/exp; fi  # as asr.sh
+study_dir=${study_dir:-$(dirname "${main_exp}")/study}
+study_dir=${study_dir#./}
+for seed in ${seeds}; do
+    [[ "${seed}" =~ ^[0-9]+$ ]] || { echo "$0: --seeds must list non-negative integers, got '${seed}'" >&2; exit 1; }
+done
+log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run_study.sh) $*"; }
+. ./path.sh  # the checkout's .venv unless an environment is active (or --python names one)
+
+# Seed 0 and everything the seeds share: data, BPE model, statistics, the LM (stages 1-6).
+log "seed 0 and the shared preparation -> exp/"
+./run.sh --stop_stage 6 "${passthrough[@]}" --expdir "${main_exp}" --asr_args "${asr_args}"
+
+for seed in ${seeds}; do
+    dir=${study_dir}/seed${seed}
+    mkdir -p "${dir}"
+    # The seed's folder shares exp/'s statistics and LM; seed 0's models are exp/'s.
+    for shared in "${main_exp}"/asr_stats_* "${main_exp}"/lm_stats_* "${main_exp}"/lm_*; do
+        if [ -e "${shared}" ]; then ln -sfn "$(cd "${shared}" && pwd)" "${dir}/$(basename "${shared}")"; fi
+    done
+    if [ "${seed}" -eq 0 ]; then
+        for model in "${main_exp}"/asr_*; do
+            case "${model}" in */asr_stats_*) continue ;; esac
+            if [ -d "${model}" ]; then ln -sfn "$(cd "${model}" && pwd)" "${dir}/$(basename "${model}")"; fi
+        done
+    fi
+    log "seed ${seed} -> ${dir}"
+    ./run.sh --stage 6 --stop_stage 10 "${passthrough[@]}" --expdir "${dir}" \
+        --asr_args "--seed ${seed} ${asr_args}"
+    for decoding in "--use_lm false --inference_tool greedy_ctc" \
+            "--use_lm false --inference_tool greedy_ctc --inference_model valid.cer_ctc.best.pth" \
+            "--inference_model valid.cer_ctc.best.pth"; do
+        # shellcheck disable=SC2086
+        ./run.sh --stage 7 --stop_stage 8 "${passthrough[@]}" --expdir "${dir}" ${decoding}
+    done
+done
+log "finished seeds ${seeds} in ${study_dir}"
+# shellcheck disable=SC2086
+"${python}" -m espnet_omni.bin.make_study_report --study_dir "${study_dir}" --seeds ${seeds} > /dev/null
+log "${study_dir}/REPORT.md"

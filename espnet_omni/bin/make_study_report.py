@@ -1,0 +1,57 @@
+"""Write a study's REPORT.md and learning curves from its seeds' runs (run_study.sh).
+
+    python -m espnet_omni.bin.make_study_report --study_dir study --seeds 0 1 2 \\
+        [--sets test_clean test_accent ... --in_domain test_clean] [--focus omni_router] \\
+        [--models dense_transformer switch omni_router] [--primary decode_ctc_lm_lm_rnn_valid.cer_ctc.ave]
+
+Reads ``<study_dir>/seed<N>/`` (training statistics, scores of every decoding, routing.json) and
+writes ``<study_dir>/REPORT.md`` and ``<study_dir>/learning_curves.png``. The test sets and the
+in-domain ones default to the columns of the first seed's RESULTS.md.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def main(cmd=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--study_dir", type=Path, required=True)
+    parser.add_argument("--seeds", type=int, nargs="+", required=True)
+    parser.add_argument("--sets", nargs="+", default=None)
+    parser.add_argument("--in_domain", nargs="*", default=None)
+    parser.add_argument("--models", nargs="+", default=["dense_transformer", "switch", "omni_router"])
+    parser.add_argument("--focus", default="omni_router")
+    parser.add_argument("--primary", default=None,
+                        help="the decoding of the paired differences (default: the first with an LM and "
+                             "the averaged model, else the first)")
+    parser.add_argument("--resamples", type=int, default=1000)
+    args = parser.parse_args(cmd)
+
+    from espnet_omni.recipe.results import read_results_table
+    from espnet_omni.recipe.study import complete_decodes, draw_learning_curves, read_seed, study_report
+
+    if args.sets is None or args.in_domain is None:
+        results_md = args.study_dir / f"seed{args.seeds[0]}" / "RESULTS.md"
+        if not results_md.exists():
+            sys.exit(f"ERROR: {results_md}: missing; name the test sets with --sets and --in_domain")
+        cols, _ = read_results_table(results_md.read_text())
+        args.sets = args.sets or [c.set_id for c in cols]
+        args.in_domain = args.in_domain if args.in_domain is not None else [c.set_id for c in cols if c.in_domain]
+    runs = [read_seed(args.study_dir / f"seed{seed}", seed, args.models, args.sets) for seed in args.seeds]
+    decodes = complete_decodes(runs, args.models)
+    if not decodes:
+        sys.exit(f"ERROR: no decoding of {args.sets} is scored for every model in every seed of "
+                 f"{args.study_dir} (run run_study.sh to the end first)")
+    primary = args.primary or next((d for d in decodes if "_lm_" in d and d.endswith(".ave")), decodes[0])
+    if primary not in decodes:
+        sys.exit(f"ERROR: --primary {primary}: not scored for every model and seed (have: {decodes})")
+    curves = draw_learning_curves(runs, args.models, args.study_dir / "learning_curves.png")
+    report = study_report(runs, args.models, args.sets, args.in_domain, args.focus, primary,
+                          curves.name, args.resamples)
+    (args.study_dir / "REPORT.md").write_text(report)
+    print(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The comparison over training seeds (``run_study.sh``): what each seed's runs measured, their
+mean and spread, paired differences with intervals over seeds, learning curves, and a verdict
+on each of the paper's claims.
+
+A study folder holds ``seed<N>/`` experiment folders as ``run_study.sh`` makes them:
+``asr_<model>/checkpoint.pth`` (whose reporter holds ESPnet's per-epoch results; else
+``train.log``), ``asr_<model>/<decode>/<set>/score_wer/utt_errors.tsv`` (the scoring stage) and
+``routing/routing.json`` (the routing analysis).
+"""
+
+import math
+import numbers
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from espnet_omni.recipe.results import macro_wer, paired_bootstrap
+from espnet_omni.recipe.scoring import read_utt_errors, wer
+
+EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
+
+
+def read_epoch_results(train_log: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """``{epoch: {"train": {key: value}, "valid": {key: value}}}`` from ESPnet's train.log (the
+    last report of an epoch wins, as after a resume). Values that are not numbers are left out."""
+    epochs: Dict[int, Dict[str, Dict[str, float]]] = {}
+    for line in Path(train_log).read_text(errors="replace").splitlines():
+        match = EPOCH_LINE.search(line)
+        if not match:
+            continue
+        parts: Dict[str, Dict[str, float]] = {}
+        for phase, body in re.findall(r"\[(\w+)\] (.*?)(?=, \[\w+\] |$)", match.group(2)):
+            values = {}
+            for item in body.split(", "):
+                key, _, value = item.partition("=")
+                try:
+                    values[key] = float(value)
+                except ValueError:
+                    continue
+            parts[phase] = values
+        epochs[int(match.group(1))] = parts
+    return epochs
+
+
+def read_curves(exp: Path) -> Dict[int, Dict[str, Dict[str, float]]]:
+    """A training run's per-epoch results: from its checkpoint's reporter (every epoch, whatever
+    happened to the log), else from its train.log."""
+    checkpoint = exp / "checkpoint.pth"
+    if checkpoint.exists():
+        import torch
+
+        # ESPnet's own checkpoint, loaded as ESPnet's trainer loads it to resume.
+        stats = torch.load(checkpoint, map_location="cpu", weights_only=False)["reporter"]["stats"]
+        return {int(epoch): {phase: {k: float(v) for k, v in values.items() if isinstance(v, numbers.Real)}
+                             for phase, values in phases.items()}
+                for epoch, phases in stats.items()}  # times (timedelta) left out
+    if (exp / "train.log").exists():
+        return read_epoch_results(exp / "train.log")
+    return {}
+
+
+@dataclass
+class Interval:
+    """Mean of per-seed values with a 95% t interval over the seeds (None with one seed)."""
+
+    mean: float
+    low: Optional[float]
+    high: Optional[float]
+    values: List[float]
+
+    def verdict(self, claim_negative: bool = True) -> str:
+        """For a claimed difference below 0 (``claim_negative``) or above: holds when the
+        interval lies on the claimed side, does not hold when it lies on the other."""
+        if self.low is None:
+            return "undecided (one seed)"
+        if (self.high < 0) if claim_negative else (self.low > 0):
+            return "holds"
+        if (self.low > 0) if claim_negative else (self.high < 0):
+            return "does not hold"
+        return "undecided"
+
+    def __str__(self) -> str:
+        if self.low is None:
+            return f"{self.mean:+.2f}"
+        return f"{self.mean:+.2f} [{self.low:+.2f}, {self.high:+.2f}]"
+
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> Interval:
+    """Student-t interval of the mean of ``values`` (one per seed)."""
+    values = list(values)
+    mean = statistics.fmean(values)
+    if len(values) < 2:
+        return Interval(mean, None, None, values)
+    from scipy.stats import t
+
+    half = t.ppf(0.5 + level / 2, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
+    return Interval(mean, mean - half, mean + half, values)
+
+
+@dataclass
+class SeedRun:
+    """What one seed measured: per model, WER per set and decoding, curves, routing."""
+
+    seed: int
+    errors: Dict[str, Dict[str, Dict[str, list]]]  # decode -> model -> set -> UttErrors
+    curves: Dict[str, Dict[int, Dict[str, Dict[str, float]]]]  # model -> epoch results
+    routing: Optional[dict]
+
+
+def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[str]) -> SeedRun:
+    """The results of ``seed_dir`` (a seed's experiment folder) that exist."""
+    errors: Dict[str, Dict[str, Dict[str, list]]] = {}
+    curves = {}
+    for model in models:
+        exp = seed_dir / f"asr_{model}"
+        curves[model] = read_curves(exp)
+        for decode in sorted(p.name for p in exp.glob("decode_*") if p.is_dir()):
+            found = {s: exp / decode / s / "score_wer" / "utt_errors.tsv" for s in sets}
+            if all(path.exists() for path in found.values()):
+                errors.setdefault(decode, {})[model] = {s: read_utt_errors(p) for s, p in found.items()}
+    routing_json = seed_dir / "routing" / "routing.json"
+    routing = None
+    if routing_json.exists():
+        import json
+
+        routing = json.loads(routing_json.read_text())
+    return SeedRun(seed, errors, curves, routing)
+
+
+def complete_decodes(runs: Sequence[SeedRun], models: Sequence[str]) -> List[str]:
+    """The decodings every seed has for every model."""
+    names = set.intersection(*(set(r.errors) for r in runs)) if runs else set()
+    return sorted(d for d in names if all(set(models) <= set(r.errors[d]) for r in runs))
+
+
+def wer_table(runs: Sequence[SeedRun], decode: str, models: Sequence[str], sets: Sequence[str],
+              in_domain: Sequence[str]) -> List[str]:
+    """Markdown rows: per model, mean (sd) over seeds of each set's WER, the in-domain and
+    out-of-domain averages."""
+    out_of_domain = [s for s in sets if s not in in_domain]
+    groups = [("in-domain", [s for s in sets if s in in_domain]), ("out-of-domain", out_of_domain)]
+    groups = [(name, group) for name, group in groups if group]
+    lines = ["| model | " + " | ".join(list(sets) + [f"{name} average" for name, _ in groups]) + " |",
+             "| --- |" + " --- |" * (len(sets) + len(groups))]
+    for model in models:
+        cells = []
+        for s in sets:
+            cells.append(_mean_sd([wer(r.errors[decode][model][s]) for r in runs]))
+        for _, group in groups:
+            cells.append(_mean_sd([macro_wer(r.errors[decode], model, group) for r in runs], bold=True))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def _mean_sd(values: Sequence[float], bold: bool = False) -> str:
+    text = f"{statistics.fmean(values):.2f}" + (f" ({statistics.stdev(values):.2f})" if len(values) > 1 else "")
+    return f"**{text}**" if bold else text
+
+
+def paired_differences(runs: Sequence[SeedRun], decode: str, focus: str, baseline: str,
+                       group: Sequence[str], resamples: int = 1000) -> Tuple[Interval, List[str]]:
+    """The focus model's macro WER minus the baseline's over ``group``, per seed: the interval
+    over seeds, and per seed the utterance-bootstrap interval of the relative reduction."""
+    differences, per_seed = [], []
+    for run in runs:
+        errors = run.errors[decode]
+        differences.append(macro_wer(errors, focus, group) - macro_wer(errors, baseline, group))
+        r = paired_bootstrap(errors, focus, baseline, group, resamples)
+        per_seed.append(f"seed {run.seed}: {differences[-1]:+.2f} (reduction {r.reduction:+.1f}% "
+                        f"[{r.low:+.1f}%, {r.high:+.1f}%])")
+    return t_interval(differences), per_seed
+
+
+def final_train_loss(run: SeedRun, model: str, key: str = "loss_ctc") -> Optional[float]:
+    """The training CTC loss (without the router losses) of the last epoch."""
+    curve = run.curves.get(model)
+    if not curve:
+        return None
+    return curve[max(curve)].get("train", {}).get(key)
+
+
+def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output: Path) -> Path:
+    """learning_curves.png: training CTC loss and validation CER per epoch, mean over seeds
+    with the band of their lowest and highest, the models in one figure."""
+    from espnet_omni.extras import require_extra
+
+    require_extra("matplotlib", "The study's learning curves")
+    from matplotlib.figure import Figure
+
+    import numpy as np
+
+    fig = Figure(figsize=(10, 4), dpi=100, layout="constrained")
+    panels = fig.subplots(1, 2)
+    for ax, (phase, key, label) in zip(panels, (("train", "loss_ctc", "training CTC loss"),
+                                                ("valid", "cer_ctc", "validation CER (greedy CTC)"))):
+        for model in models:
+            curves = [r.curves.get(model, {}) for r in runs]
+            epochs = sorted(set.intersection(*(set(c) for c in curves))) if all(curves) else []
+            if not epochs:
+                continue
+            values = np.array([[c[e].get(phase, {}).get(key, np.nan) for e in epochs] for c in curves])
+            line, = ax.plot(epochs, np.nanmean(values, 0), label=model, marker=".")
+            ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2,
+                            color=line.get_color())
+        ax.set_xlabel("epoch")
+        ax.set_title(f"{label}, {len(runs)} seeds (band: lowest-highest)")
+        ax.legend()
+    panels[0].set_yscale("log")
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output)
+    return output
+
+
+def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[str],
+                 in_domain: Sequence[str], focus: str, primary: str, curves_png: Optional[str] = None,
+                 resamples: int = 1000) -> str:
+    """REPORT.md: WER tables per decoding (mean and sd over seeds), the focus model's paired
+    differences with intervals over seeds beside each seed's utterance bootstrap, the learning
+    curves, and the claims table."""
+    seeds = ", ".join(str(r.seed) for r in runs)
+    out_of_domain = [s for s in sets if s not in in_domain] or list(sets)
+    lines = [f"# The comparison over {len(runs)} training seeds ({seeds})", ""]
+    for decode in complete_decodes(runs, models):
+        lines += [f"## WER (%), {decode}" + (" (the recipe's decoding)" if decode == primary else ""), "",
+                  "Mean over seeds (standard deviation).", ""]
+        lines += wer_table(runs, decode, models, sets, in_domain) + [""]
+    lines += [f"## Paired differences, {primary}", "",
+              f"{focus}'s out-of-domain macro-average WER minus each model's, in points: mean over seeds "
+              "with its 95% t interval over seeds; per seed, the relative reduction with its "
+              f"utterance bootstrap interval ({resamples} resamples), which covers the test "
+              "utterances only.", ""]
+    claims = []
+    for baseline in models:
+        if baseline == focus:
+            continue
+        interval, per_seed = paired_differences(runs, primary, focus, baseline, out_of_domain, resamples)
+        lines += [f"- vs {baseline}: {interval}; " + "; ".join(per_seed)]
+        claims.append((f"lower out-of-domain WER than {baseline}", f"{interval} points", interval.verdict(True)))
+    for baseline in models:
+        if baseline == focus:
+            continue
+        losses = [(final_train_loss(r, focus), final_train_loss(r, baseline)) for r in runs]
+        if all(a is not None and b is not None for a, b in losses):
+            interval = t_interval([a - b for a, b in losses])
+            claims.insert(0, (f"lower training loss (CTC, last epoch) than {baseline}",
+                              f"{interval} per utterance", interval.verdict(True)))
+    nmis = []
+    for r in runs:
+        models_routing = (r.routing or {}).get("models", {})
+        if focus in models_routing and "switch" in models_routing:
+            nmis.append(models_routing[focus]["agreement"]["mean_offdiagonal"]["nmi"]
+                        - models_routing["switch"]["agreement"]["mean_offdiagonal"]["nmi"])
+    if len(nmis) == len(runs) and nmis:
+        interval = t_interval(nmis)
+        claims.append(("more consistent routing across layers than switch (NMI of layer pairs)",
+                       f"{interval}", interval.verdict(False)))
+    if curves_png:
+        lines += ["", "## Learning curves", "", f"![learning curves]({curves_png})"]
+    lines += ["", "## The paper's claims at this scale", "",
+              "Holds: the 95% interval over seeds lies on the claimed side of 0; does not hold: on "
+              "the other side; undecided: it contains 0.", "",
+              "| claim | measured (focus minus other) | verdict |", "| --- | --- | --- |"]
+    lines += [f"| {claim} | {measured} | {verdict} |" for claim, measured, verdict in claims]
+    return "\n".join(lines) + "\n"

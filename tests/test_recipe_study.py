@@ -1,0 +1,114 @@
+"""The study report on constructed seed folders: per-epoch results from checkpoints and logs,
+intervals over seeds, verdicts, the report and its pictures."""
+
+import datetime
+import json
+import statistics
+
+import numpy as np
+import pytest
+import torch
+
+from espnet_omni.recipe.results import read_results_table
+from espnet_omni.recipe.study import (
+    complete_decodes,
+    draw_learning_curves,
+    read_curves,
+    read_epoch_results,
+    read_seed,
+    study_report,
+    t_interval,
+)
+
+MODELS = ["dense_transformer", "switch", "omni_router"]
+SETS = ["test_clean", "test_noise"]
+DECODE = "decode_ctc_lm_lm_rnn_valid.cer_ctc.ave"
+LOG_LINE = ("[vm] 2026-12-06 23:06:43,637 (trainer:394) INFO: {epoch}epoch results: [train] iter_time=0.012, "
+            "loss_ctc={train}, loss=99.380, time=2 minutes and 11.94 seconds, total_count=188, "
+            "[valid] loss_ctc=61.843, cer_ctc={cer}, loss_att=nan, [time] time=1.5\n")
+
+
+def write_errors(path, errors_per_utt):
+    path.mkdir(parents=True)
+    rows = [f"u{i}\t10\t{e}\t0\t0" for i, e in enumerate(errors_per_utt)]
+    (path / "utt_errors.tsv").write_text("utt_id\tref_words\tsub\tdel\tins\n" + "\n".join(rows) + "\n")
+
+
+def make_seed(root, seed, wer_points, train_loss, nmi=None):
+    """A seed folder: per model and set 20 utterances of 10 words with ``wer_points[model][set]``
+    errors in total spread over them, a train.log, and a routing.json."""
+    seed_dir = root / f"seed{seed}"
+    for model in MODELS:
+        exp = seed_dir / f"asr_{model}"
+        for test_set in SETS:
+            errors = wer_points[model][test_set]  # out of 200 words
+            write_errors(exp / DECODE / test_set / "score_wer", [errors // 20 + (i < errors % 20) for i in range(20)])
+        exp.mkdir(parents=True, exist_ok=True)
+        (exp / "train.log").write_text("".join(
+            LOG_LINE.format(epoch=e, train=train_loss[model] + 10 * (3 - e), cer=0.5 / e) for e in (1, 2, 3)))
+    if nmi:
+        (seed_dir / "routing").mkdir()
+        (seed_dir / "routing" / "routing.json").write_text(json.dumps({"models": {
+            m: {"agreement": {"mean_offdiagonal": {"nmi": v}}} for m, v in nmi.items()}}))
+    (seed_dir / "RESULTS.md").write_text(
+        "| model | test_clean (in-domain) | test_noise | out-of-domain average (1 set) |\n| --- | --- | --- | --- |\n")
+    return seed_dir
+
+
+def test_epoch_results_from_a_log_and_from_a_checkpoint(tmp_path):
+    log = tmp_path / "train.log"
+    log.write_text(LOG_LINE.format(epoch=1, train=9.5, cer=0.8) + "noise\n"
+                   + LOG_LINE.format(epoch=1, train=8.5, cer=0.7))  # resumed: the last report wins
+    epochs = read_epoch_results(log)
+    assert epochs[1]["train"] == {"iter_time": 0.012, "loss_ctc": 8.5, "loss": 99.38, "total_count": 188.0}
+    assert epochs[1]["valid"]["cer_ctc"] == 0.7 and epochs[1]["time"] == {"time": 1.5}
+    stats = {1: {"train": {"loss_ctc": 3.0, "train_time": datetime.timedelta(seconds=5)},
+                 "valid": {"cer_ctc": np.float64(0.4)}}}
+    torch.save({"reporter": {"stats": stats, "epoch": 1}}, tmp_path / "checkpoint.pth")
+    # The checkpoint wins over the log; times are left out.
+    assert read_curves(tmp_path) == {1: {"train": {"loss_ctc": 3.0}, "valid": {"cer_ctc": 0.4}}}
+
+
+def test_t_interval_and_verdicts():
+    values = [-1.0, -2.0, -3.0]
+    interval = t_interval(values)
+    half = 4.302653 * statistics.stdev(values) / 3**0.5  # t(0.975, 2 df)
+    assert interval.mean == -2.0 and interval.low == pytest.approx(-2 - half) and interval.high == pytest.approx(-2 + half)
+    assert interval.verdict(True) == "undecided"  # [-4.48, 0.48]
+    assert t_interval([-1.0, -1.1, -0.9]).verdict(True) == "holds"
+    assert t_interval([1.0, 1.1, 0.9]).verdict(True) == "does not hold"
+    assert t_interval([0.3, 0.35, 0.4]).verdict(False) == "holds"
+    assert t_interval([-1.0]).verdict(True) == "undecided (one seed)"
+
+
+def test_report_over_seeds(tmp_path):
+    # Omni-router 2 points better than dense out of domain in every seed, Switch in between.
+    for seed in range(3):
+        wer_points = {
+            "dense_transformer": {"test_clean": 20 + seed, "test_noise": 80},
+            "switch": {"test_clean": 20, "test_noise": 78 - seed},
+            "omni_router": {"test_clean": 20, "test_noise": 76},
+        }
+        make_seed(tmp_path, seed, wer_points, {"dense_transformer": 30.0, "switch": 29.0, "omni_router": 28.0 + seed},
+                  nmi={"switch": 0.1, "omni_router": 0.5 + 0.01 * seed})
+    runs = [read_seed(tmp_path / f"seed{s}", s, MODELS, SETS) for s in range(3)]
+    assert complete_decodes(runs, MODELS) == [DECODE]
+    cols, _ = read_results_table((tmp_path / "seed0" / "RESULTS.md").read_text())
+    assert [(c.set_id, c.in_domain) for c in cols] == [("test_clean", True), ("test_noise", False)]
+    png = draw_learning_curves(runs, MODELS, tmp_path / "learning_curves.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = study_report(runs, MODELS, SETS, ["test_clean"], "omni_router", DECODE, png.name, resamples=200)
+    # WER per set: mean (sd) over seeds; dense's test_clean 10, 10.5, 11 %.
+    assert "| dense_transformer | 10.50 (0.50) | 40.00 (0.00) |" in report
+    assert "| omni_router | 10.00 (0.00) | 38.00 (0.00) | **10.00 (0.00)** | **38.00 (0.00)** |" in report
+    assert "- vs dense_transformer: -2.00" in report and "seed 2: -2.00 (reduction +5.0%" in report
+    claims = {line.split(" | ")[0][2:]: line.split(" | ")[2].rstrip(" |")
+              for line in report.splitlines() if line.startswith("| lower") or line.startswith("| more")}
+    assert claims == {
+        "lower training loss (CTC, last epoch) than dense_transformer": "undecided",  # -2, -1, 0
+        "lower training loss (CTC, last epoch) than switch": "undecided",
+        "lower out-of-domain WER than dense_transformer": "holds",
+        "lower out-of-domain WER than switch": "undecided",  # -1, -0.5, 0
+        "more consistent routing across layers than switch (NMI of layer pairs)": "holds",
+    }
+    assert "![learning curves](learning_curves.png)" in report
