@@ -40,6 +40,13 @@ class BatchRouting:
     blank: np.ndarray
 
 
+def layer_counts(experts: np.ndarray, num_experts: int) -> np.ndarray:
+    """(L, N) experts -> (L, E) counts of each expert in each layer."""
+    layers = experts.shape[0]
+    offsets = np.arange(layers)[:, None] * num_experts
+    return np.bincount((experts + offsets).ravel(), minlength=layers * num_experts).reshape(layers, num_experts)
+
+
 def _usage(counts: np.ndarray) -> np.ndarray:
     """(L, E) counts -> (L, E) shares of each layer's frames."""
     totals = counts.sum(1, keepdims=True)
@@ -97,18 +104,11 @@ class RoutingCounts:
     def frames(self) -> int:
         return int(self.pair_counts[0, 0].sum()) if self.num_layers else 0
 
-    def _layer_counts(self, experts: np.ndarray) -> np.ndarray:
-        """(L, N) experts -> (L, E) counts."""
-        offsets = np.arange(self.num_layers)[:, None] * self.num_experts
-        return np.bincount(
-            (experts + offsets).ravel(), minlength=self.num_layers * self.num_experts
-        ).reshape(self.num_layers, self.num_experts)
-
     def add_reference(self, name: str, batch: BatchRouting) -> None:
         """Count a batch of the reference set (e.g. training data) that usage is compared with;
         it counts in nothing else."""
         self.reference_name = name
-        self.reference_usage += self._layer_counts(batch.experts)
+        self.reference_usage += layer_counts(batch.experts, self.num_experts)
 
     def add(self, set_name: str, batch: BatchRouting, speakers: Optional[Sequence[str]] = None) -> None:
         """Count a batch of ``set_name``; ``speakers`` gives each utterance's speaker."""
@@ -130,14 +130,14 @@ class RoutingCounts:
         self.chosen_prob_sum += batch.chosen_prob.sum(1)
         self.prob_sum += batch.prob_sum
 
-        counts = self._layer_counts(ex)
+        counts = layer_counts(ex, self.num_experts)
         self.set_usage[set_name] = self.set_usage.get(set_name, 0) + counts
         self.set_utterances[set_name] = self.set_utterances.get(set_name, 0) + len(batch.keys)
         if speakers is not None:
             per_speaker = self.speaker_usage.setdefault(set_name, {})
             start = 0
             for speaker, length in zip(speakers, batch.lengths.tolist()):
-                utt_counts = self._layer_counts(ex[:, start:start + length])
+                utt_counts = layer_counts(ex[:, start:start + length], self.num_experts)
                 per_speaker[speaker] = per_speaker.get(speaker, 0) + utt_counts
                 start += length
 
@@ -327,10 +327,8 @@ class NoisePairCounts:
         self.changed += (clean != noisy).sum(1)
         self.frames += length
         self.utterances += 1
-        offsets = np.arange(len(self.blocks))[:, None] * self.num_experts
-        size = len(self.blocks) * self.num_experts
-        self.clean_counts += np.bincount((clean + offsets).ravel(), minlength=size).reshape(self.clean_counts.shape)
-        self.noisy_counts += np.bincount((noisy + offsets).ravel(), minlength=size).reshape(self.noisy_counts.shape)
+        self.clean_counts += layer_counts(clean, self.num_experts)
+        self.noisy_counts += layer_counts(noisy, self.num_experts)
 
     def report(self, clean_name: str, noisy_name: str) -> dict:
         """``changed``: per layer, the share of frames whose expert differs; ``chance``: the
