@@ -556,7 +556,7 @@ class MoETransformerEncoder(AbsEncoder):
 
             with encoder.collect_routing() as trace:
                 out, olens, _ = encoder(xs_pad, ilens)
-            losses = mean_router_losses(trace.outputs)
+            losses = router_losses(trace.outputs)
 
         Outside such a block the encoder keeps no RouterOutput, so inference leaves nothing
         of a batch attached to it. The trace is released when the block exits.

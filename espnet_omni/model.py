@@ -10,7 +10,7 @@ from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
 from espnet_omni.analysis.routing_stats import routing_health, routing_health_keys
-from espnet_omni.moe.losses import mean_router_losses
+from espnet_omni.moe.losses import ROUTER_LOSS_REDUCTIONS, router_losses
 
 
 class MoEESPnetASRModel(ESPnetASRModel):
@@ -18,7 +18,8 @@ class MoEESPnetASRModel(ESPnetASRModel):
 
     loss = ESPnet's loss + frames * (load_balance_weight * loss_lb + router_z_weight * loss_z),
     where loss_lb and loss_z are computed per MoE block (padded frames excluded) and averaged
-    over blocks, and ``frames`` is the mean number of encoder frames per utterance. ESPnet's
+    over blocks (``router_loss_reduction: sum`` adds them, so that each block's weight does not
+    shrink as 1/blocks), and ``frames`` is the mean number of encoder frames per utterance. ESPnet's
     CTC loss is summed over each utterance and averaged over utterances; scaling the router
     losses the same way keeps their weights on the per-token scale they have in the
     literature (Switch Transformer 1e-2, ST-MoE z-loss 1e-3). ``scale_router_losses: false``
@@ -32,6 +33,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
     Args:
         load_balance_weight: weight of the Switch load-balancing loss.
         router_z_weight: weight of the router z-loss.
+        router_loss_reduction: ``mean`` or ``sum`` of the router losses over the MoE blocks.
         scale_router_losses: multiply the router losses by the mean encoder frames per utterance.
         report_routing: add the routing health statistics to ``stats``.
         **kwargs: the arguments of ESPnetASRModel.
@@ -43,6 +45,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
         *args,
         load_balance_weight: float = 0.01,
         router_z_weight: float = 0.001,
+        router_loss_reduction: str = "mean",
         scale_router_losses: bool = True,
         report_routing: bool = True,
         **kwargs,
@@ -54,8 +57,14 @@ class MoEESPnetASRModel(ESPnetASRModel):
         ):
             if value < 0:
                 raise ValueError(f"model_conf.{name} must be >= 0, got {value}")
+        if router_loss_reduction not in ROUTER_LOSS_REDUCTIONS:
+            raise ValueError(
+                f"model_conf.router_loss_reduction must be one of {ROUTER_LOSS_REDUCTIONS}, "
+                f"got {router_loss_reduction!r}"
+            )
         self.load_balance_weight = load_balance_weight
         self.router_z_weight = router_z_weight
+        self.router_loss_reduction = router_loss_reduction
         self.scale_router_losses = scale_router_losses
         self.report_routing = report_routing
 
@@ -79,7 +88,7 @@ class MoEESPnetASRModel(ESPnetASRModel):
             )
         nan = loss.new_tensor(float("nan")).detach()
         if trace.outputs:
-            loss_lb, loss_z = mean_router_losses(trace.outputs)
+            loss_lb, loss_z = router_losses(trace.outputs, self.router_loss_reduction)
             aux = self.load_balance_weight * loss_lb + self.router_z_weight * loss_z
             if self.scale_router_losses:
                 frames = trace.outputs[0].real_tokens().sum()  # a tensor: no host sync

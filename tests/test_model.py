@@ -55,6 +55,28 @@ def test_loss_adds_weighted_router_losses_and_reports_them():
     assert 0 <= stats["route_nmi"] <= 1
 
 
+def test_sum_reduction_adds_each_blocks_router_losses():
+    torch.manual_seed(0)
+    model = build_model_from_config(CONF / "tiny" / "switch.yaml", 30, device="cpu").eval()
+    model.load_balance_weight, model.router_z_weight = 0.5, 0.25
+    model.scale_router_losses = False
+    with torch.no_grad():
+        mean_loss, mean_stats, _ = model(*batch())
+        model.router_loss_reduction = "sum"
+        sum_loss, sum_stats, _ = model(*batch())
+        with model.encoder.collect_routing() as trace:
+            model.encode(batch()[0], batch()[1])
+    lb = torch.stack([load_balancing_loss(r) for r in trace.outputs])
+    z = torch.stack([router_z_loss(r) for r in trace.outputs])
+    assert len(trace.outputs) == 2 and not torch.allclose(lb[0], lb[1])
+    torch.testing.assert_close(sum_stats["loss_lb"].reshape(()), lb.sum())
+    torch.testing.assert_close(sum_stats["loss_z"].reshape(()), z.sum())
+    torch.testing.assert_close(mean_stats["loss_lb"].reshape(()), lb.mean())
+    torch.testing.assert_close(
+        sum_loss.reshape(()), sum_stats["loss_ctc"].reshape(()) + 0.5 * lb.sum() + 0.25 * z.sum()
+    )
+
+
 def test_router_losses_reach_the_router():
     torch.manual_seed(0)
     model = build_model_from_config(CONF / "tiny" / "switch.yaml", 30, device="cpu")
@@ -117,3 +139,16 @@ def test_layer_drop_keeps_the_stats_keys_and_skips_skipped_blocks():
         if not ran:
             torch.testing.assert_close(loss.reshape(()), stats["loss_ctc"].reshape(()))
     assert () in seen and len(seen) >= 3
+
+
+def test_unknown_reduction_is_rejected():
+    from espnet_omni.model import MoEESPnetASRModel
+    from espnet2.asr.ctc import CTC
+
+    with pytest.raises(ValueError, match="router_loss_reduction.*'max'"):
+        MoEESPnetASRModel(
+            vocab_size=5, token_list=["<blank>", "a", "b", "c", "<sos/eos>"], frontend=None,
+            specaug=None, normalize=None, preencoder=None, encoder=None, postencoder=None,
+            decoder=None, ctc=CTC(5, 4), joint_network=None, ctc_weight=1.0,
+            router_loss_reduction="max",
+        )

@@ -238,3 +238,29 @@ def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
     assert "## WER (%), decode_greedy_ctc_valid.cer_ctc.best" in report
     assert "| more consistent routing across layers than switch (NMI of layer pairs) |" in report
     assert (study / "learning_curves.png").read_bytes()[:4] == b"\x89PNG"
+    # Seed 0's recipe decoding is the smoke run's, made from the same model: kept, not redone.
+    assert "smoke/study/seed0/asr_omni_router/decode_ctc_lm_lm_rnn_valid.cer_ctc.best is decoded from the same " \
+        "model and settings; kept" in proc.stdout
+
+    # An ablation: the Omni-router alone, with router jitter and training noise, seed 1 against
+    # the baseline's seed 1; Switch and the dense twin are the baseline's.
+    (root / "conf" / "ablation" / "noisy_jitter.yaml").write_text(
+        "models: [omni_router]\nconfig:\n  encoder_conf:\n    router_jitter: 0.01\n"
+        "  noise_scp: data/noise/wav.scp\n  noise_apply_prob: 0.5\n  noise_db_range: \"0_10\"\n")
+    proc = subprocess.run(["./run_study.sh", "--smoke", "true", "--python", sys.executable, "--seeds", "1",
+                           "--ablation", "conf/ablation/noisy_jitter.yaml"],
+                          cwd=root, capture_output=True, text=True, timeout=2400,
+                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ablation = study / "noisy_jitter" / "seed1"
+    assert sorted(p.name for p in ablation.glob("asr_*") if not p.name.startswith("asr_stats")) == ["asr_omni_router"]
+    config = yaml.safe_load((ablation / "asr_omni_router" / "config.yaml").read_text())
+    assert config["seed"] == 1 and config["encoder_conf"]["router_jitter"] == 0.01
+    assert config["noise_scp"] == "data/noise/wav.scp" and config["max_epoch"] == 2
+    assert len((root / "data" / "noise" / "wav.scp").read_text().splitlines()) == 12
+    assert digest(ablation / "asr_omni_router" / "valid.cer_ctc.best.pth") != digest(seed1 / "valid.cer_ctc.best.pth")
+    report = (study / "noisy_jitter" / "REPORT.md").read_text()
+    assert report.startswith("# The ablation noisy_jitter over 1 training seeds (1)")
+    against = report.split("## Against the baseline")[1].split("\n## ")[0]
+    assert "| omni_router | " in against and "| switch |" not in against
+    assert "dense_transformer, switch: the baseline's own runs." in against

@@ -16,6 +16,7 @@ from espnet_omni.recipe.study import (
     read_curves,
     read_epoch_results,
     read_seed,
+    read_study,
     study_report,
     t_interval,
 )
@@ -34,11 +35,11 @@ def write_errors(path, errors_per_utt):
     (path / "utt_errors.tsv").write_text("utt_id\tref_words\tsub\tdel\tins\n" + "\n".join(rows) + "\n")
 
 
-def make_seed(root, seed, wer_points, train_loss, nmi=None):
-    """A seed folder: per model and set 20 utterances of 10 words with ``wer_points[model][set]``
-    errors in total spread over them, a train.log, and a routing.json."""
+def make_seed(root, seed, wer_points, train_loss, nmi=None, noise_changed=None):
+    """A seed folder: per model of ``wer_points`` and set 20 utterances of 10 words with
+    ``wer_points[model][set]`` errors in total spread over them, a train.log, and a routing.json."""
     seed_dir = root / f"seed{seed}"
-    for model in MODELS:
+    for model in wer_points:
         exp = seed_dir / f"asr_{model}"
         for test_set in SETS:
             errors = wer_points[model][test_set]  # out of 200 words
@@ -48,8 +49,13 @@ def make_seed(root, seed, wer_points, train_loss, nmi=None):
             LOG_LINE.format(epoch=e, train=train_loss[model] + 10 * (3 - e), cer=0.5 / e) for e in (1, 2, 3)))
     if nmi:
         (seed_dir / "routing").mkdir()
+        noise_changed = noise_changed or {}
         (seed_dir / "routing" / "routing.json").write_text(json.dumps({"models": {
-            m: {"agreement": {"mean_offdiagonal": {"nmi": v}}} for m, v in nmi.items()}}))
+            m: {"agreement": {"mean_offdiagonal": {"nmi": v}},
+                "noise": [{"clean": "dev", "noisy": "dev_pink5", "utterances": 20, "blocks": [1, 2],
+                           "changed": [noise_changed[m], noise_changed[m] + 0.1],
+                           "mean_changed": noise_changed[m] + 0.05}] if m in noise_changed else []}
+            for m, v in nmi.items()}}))
     (seed_dir / "RESULTS.md").write_text(
         "| model | test_clean (in-domain) | test_noise | out-of-domain average (1 set) |\n| --- | --- | --- | --- |\n")
     return seed_dir
@@ -90,7 +96,8 @@ def test_report_over_seeds(tmp_path):
             "omni_router": {"test_clean": 20, "test_noise": 76},
         }
         make_seed(tmp_path, seed, wer_points, {"dense_transformer": 30.0, "switch": 29.0, "omni_router": 28.0 + seed},
-                  nmi={"switch": 0.1, "omni_router": 0.5 + 0.01 * seed})
+                  nmi={"switch": 0.1, "omni_router": 0.5 + 0.01 * seed},
+                  noise_changed={"switch": 0.4, "omni_router": 0.3 + 0.01 * seed})
     runs = [read_seed(tmp_path / f"seed{s}", s, MODELS, SETS) for s in range(3)]
     assert complete_decodes(runs, MODELS) == [DECODE]
     cols, _ = read_results_table((tmp_path / "seed0" / "RESULTS.md").read_text())
@@ -112,3 +119,38 @@ def test_report_over_seeds(tmp_path):
         "more consistent routing across layers than switch (NMI of layer pairs)": "holds",
     }
     assert "![learning curves](learning_curves.png)" in report
+    # Routing under noise: per block and mean, over seeds; Omni-router minus Switch.
+    assert "| switch | 40.00 (0.00) | 50.00 (0.00) | **45.00 (0.00)** |" in report
+    assert "| omni_router | 31.00 (1.00) | 41.00 (1.00) | **36.00 (1.00)** |" in report
+    assert "omni_router minus switch: -9.00 [-11.48, -6.52] points." in report
+
+
+def test_ablation_report_against_the_baseline_seed_by_seed(tmp_path):
+    baseline, ablation = tmp_path / "study", tmp_path / "study" / "jitter"
+    for seed in range(2):
+        make_seed(baseline, seed, {m: {"test_clean": 20, "test_noise": 80} for m in MODELS},
+                  {m: 30.0 for m in MODELS}, nmi={"switch": 0.1, "omni_router": 0.5})
+        # The ablation trains the MoE models only: Omni-router 4 (seed 0) and 6 (seed 1) errors
+        # fewer out of domain than the baseline's, Switch unchanged.
+        make_seed(ablation, seed, {"switch": {"test_clean": 20, "test_noise": 80},
+                                   "omni_router": {"test_clean": 20, "test_noise": 76 - 2 * seed}},
+                  {"switch": 30.0, "omni_router": 29.0}, nmi={"switch": 0.1, "omni_router": 0.6})
+    with pytest.raises(FileNotFoundError, match=r"no baseline run of seed\(s\) \[2\]"):
+        read_study(ablation, [0, 1, 2], MODELS, SETS, baseline)
+    runs, baseline_runs = read_study(ablation, [0, 1], MODELS, SETS, baseline)
+    assert [r.from_baseline for r in runs] == [("dense_transformer",)] * 2
+    assert baseline_runs[0].from_baseline == ()
+    report = study_report(runs, MODELS, SETS, ["test_clean"], "omni_router", DECODE, None, 200,
+                          baseline_runs, "The ablation jitter")
+    assert report.startswith("# The ablation jitter over 2 training seeds (0, 1)")
+    assert "dense_transformer: the baseline's own runs." in report
+    section = report.split("## Against the baseline")[1].split("\n## ")[0]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in section.splitlines()
+            if line.startswith("| ") and not line.startswith("| model") and not line.startswith("| ---")}
+    assert list(rows) == ["switch", "omni_router"]  # the dense twin is the baseline's
+    # Out of domain: -2 and -3 points (t interval over 2 seeds: +-6.35); training loss -1.
+    assert rows["omni_router"][1].startswith("-2.50 [-8.85, +3.85] (baseline 40)")
+    assert rows["omni_router"][2] == "-1.00 [-1.00, -1.00] (baseline 30)"
+    assert rows["switch"][1].startswith("+0.00 [+0.00, +0.00] (baseline 40)")
+    # Within the ablation, the baseline's dense twin is the comparison's dense model.
+    assert "- vs dense_transformer: -2.50" in report

@@ -177,14 +177,14 @@ def step_batch(device: torch.device):
     return feats, lengths, target, target_lengths
 
 
-def router_losses(routing) -> torch.Tensor:
+def weighted_router_losses(routing) -> torch.Tensor:
     """The router losses of ``moe_espnet`` (its default weights) from a forward's
     RouterOutputs; 0 for the dense twin."""
-    from espnet_omni.moe.losses import mean_router_losses
+    from espnet_omni.moe.losses import router_losses
 
     if not routing:
         return torch.zeros(())
-    loss_lb, loss_z = mean_router_losses(routing)
+    loss_lb, loss_z = router_losses(routing)
     return 0.01 * loss_lb + 0.001 * loss_z
 
 
@@ -205,7 +205,7 @@ def bench_training_step(device: torch.device, repeats: int) -> Dict:
         def step(encoder=encoder, ctc=ctc, optimizer=optimizer):
             with autocast_for(device), encoder.collect_routing() as trace:
                 out, out_lengths, _ = encoder(feats, lengths)
-                aux = router_losses(trace.outputs)
+                aux = weighted_router_losses(trace.outputs)
             loss = ctc(out.float(), out_lengths, target, target_lengths) + aux * out.size(1)
             loss.backward()
             optimizer.step()
@@ -267,7 +267,7 @@ def count_synchronisations(device: torch.device) -> Dict[str, int]:
     def encoder_forward():
         with autocast_for(device), encoder.collect_routing() as trace:
             out, out_lengths, _ = encoder(feats, lengths)
-            aux = router_losses(trace.outputs)
+            aux = weighted_router_losses(trace.outputs)
             routing_health(trace.outputs, trace.blocks)
         return out, out_lengths, aux
 

@@ -2,11 +2,14 @@
 
     python -m espnet_omni.bin.make_study_report --study_dir study --seeds 0 1 2 \\
         [--sets test_clean test_accent ... --in_domain test_clean] [--focus omni_router] \\
-        [--models dense_transformer switch omni_router] [--primary decode_ctc_lm_lm_rnn_valid.cer_ctc.ave]
+        [--models dense_transformer switch omni_router] [--primary decode_ctc_lm_lm_rnn_valid.cer_ctc.ave] \
+        [--baseline_dir study]   # for an ablation in study/<name>
 
 Reads ``<study_dir>/seed<N>/`` (training statistics, scores of every decoding, routing.json) and
 writes ``<study_dir>/REPORT.md`` and ``<study_dir>/learning_curves.png``. The test sets and the
-in-domain ones default to the columns of the first seed's RESULTS.md.
+in-domain ones default to the columns of the first seed's RESULTS.md. With ``--baseline_dir``
+(an ablation), a model missing from a seed's folder is the baseline's of that seed, and the
+report starts with each changed model against the baseline's.
 """
 
 import argparse
@@ -26,10 +29,12 @@ def main(cmd=None) -> None:
                         help="the decoding of the paired differences (default: the first with an LM and "
                              "the averaged model, else the first)")
     parser.add_argument("--resamples", type=int, default=1000)
+    parser.add_argument("--baseline_dir", type=Path, default=None,
+                        help="the baseline study's folder, when --study_dir is an ablation")
     args = parser.parse_args(cmd)
 
     from espnet_omni.recipe.results import read_results_table
-    from espnet_omni.recipe.study import complete_decodes, draw_learning_curves, read_seed, study_report
+    from espnet_omni.recipe.study import complete_decodes, draw_learning_curves, read_study, study_report
 
     if args.sets is None or args.in_domain is None:
         results_md = args.study_dir / f"seed{args.seeds[0]}" / "RESULTS.md"
@@ -38,8 +43,11 @@ def main(cmd=None) -> None:
         cols, _ = read_results_table(results_md.read_text())
         args.sets = args.sets or [c.set_id for c in cols]
         args.in_domain = args.in_domain if args.in_domain is not None else [c.set_id for c in cols if c.in_domain]
-    runs = [read_seed(args.study_dir / f"seed{seed}", seed, args.models, args.sets) for seed in args.seeds]
-    decodes = complete_decodes(runs, args.models)
+    try:
+        runs, baseline_runs = read_study(args.study_dir, args.seeds, args.models, args.sets, args.baseline_dir)
+    except FileNotFoundError as err:
+        sys.exit(f"ERROR: {err}")
+    decodes = complete_decodes(runs + (baseline_runs or []), args.models)
     if not decodes:
         sys.exit(f"ERROR: no decoding of {args.sets} is scored for every model in every seed of "
                  f"{args.study_dir} (run run_study.sh to the end first)")
@@ -47,8 +55,9 @@ def main(cmd=None) -> None:
     if primary not in decodes:
         sys.exit(f"ERROR: --primary {primary}: not scored for every model and seed (have: {decodes})")
     curves = draw_learning_curves(runs, args.models, args.study_dir / "learning_curves.png")
+    title = f"The ablation {args.study_dir.name}" if args.baseline_dir else None
     report = study_report(runs, args.models, args.sets, args.in_domain, args.focus, primary,
-                          curves.name, args.resamples)
+                          curves.name, args.resamples, baseline_runs, title)
     (args.study_dir / "REPORT.md").write_text(report)
     print(report)
 

@@ -36,11 +36,21 @@ def load_balancing_loss(routing: RouterOutput) -> torch.Tensor:
     return routing.num_experts * torch.dot(expert_load(routing), mean_router_probs(routing))
 
 
-def mean_router_losses(routing: Sequence[RouterOutput]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """The balancing loss and the z-loss of every MoE block, each averaged over the blocks."""
-    loss_lb = torch.stack([load_balancing_loss(r) for r in routing]).mean()
-    loss_z = torch.stack([router_z_loss(r) for r in routing]).mean()
-    return loss_lb, loss_z
+ROUTER_LOSS_REDUCTIONS = ("mean", "sum")
+
+
+def router_losses(
+    routing: Sequence[RouterOutput], reduction: str = "mean"
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The balancing loss and the z-loss of every MoE block, each averaged (``mean``) or added
+    (``sum``, as the Switch Transformer adds one balancing loss per layer) over the blocks."""
+    if reduction not in ROUTER_LOSS_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {ROUTER_LOSS_REDUCTIONS}, got {reduction!r}")
+    loss_lb = torch.stack([load_balancing_loss(r) for r in routing])
+    loss_z = torch.stack([router_z_loss(r) for r in routing])
+    if reduction == "sum":
+        return loss_lb.sum(), loss_z.sum()
+    return loss_lb.mean(), loss_z.mean()
 
 
 def router_z_loss(routing: RouterOutput) -> torch.Tensor:

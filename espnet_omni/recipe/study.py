@@ -107,14 +107,21 @@ class SeedRun:
     errors: Dict[str, Dict[str, Dict[str, list]]]  # decode -> model -> set -> UttErrors
     curves: Dict[str, Dict[int, Dict[str, Dict[str, float]]]]  # model -> epoch results
     routing: Optional[dict]
+    from_baseline: Tuple[str, ...] = ()  # an ablation's models that are the baseline's
 
 
-def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[str]) -> SeedRun:
-    """The results of ``seed_dir`` (a seed's experiment folder) that exist."""
+def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[str],
+              baseline_dir: Optional[Path] = None) -> SeedRun:
+    """The results of ``seed_dir`` (a seed's experiment folder) that exist; a model it lacks is
+    read from ``baseline_dir`` (the baseline study's folder of the same seed) when given."""
     errors: Dict[str, Dict[str, Dict[str, list]]] = {}
     curves = {}
+    from_baseline = []
     for model in models:
         exp = seed_dir / f"asr_{model}"
+        if not exp.exists() and baseline_dir is not None:
+            exp = baseline_dir / f"asr_{model}"
+            from_baseline.append(model)
         curves[model] = read_curves(exp)
         for decode in sorted(p.name for p in exp.glob("decode_*") if p.is_dir()):
             found = {s: exp / decode / s / "score_wer" / "utt_errors.tsv" for s in sets}
@@ -126,7 +133,23 @@ def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[s
         import json
 
         routing = json.loads(routing_json.read_text())
-    return SeedRun(seed, errors, curves, routing)
+    return SeedRun(seed, errors, curves, routing, tuple(from_baseline))
+
+
+def read_study(study_dir: Path, seeds: Sequence[int], models: Sequence[str], sets: Sequence[str],
+               baseline_dir: Optional[Path] = None) -> Tuple[List[SeedRun], Optional[List[SeedRun]]]:
+    """The seeds of ``study_dir``, and for an ablation (``baseline_dir``) the baseline study's
+    same seeds, whose models stand in for those the ablation did not train."""
+    if baseline_dir is None:
+        return [read_seed(study_dir / f"seed{seed}", seed, models, sets) for seed in seeds], None
+    missing = [seed for seed in seeds if not (baseline_dir / f"seed{seed}").is_dir()]
+    if missing:
+        raise FileNotFoundError(f"{baseline_dir}: no baseline run of seed(s) {missing} "
+                                "(run run_study.sh with those seeds first)")
+    runs = [read_seed(study_dir / f"seed{seed}", seed, models, sets, baseline_dir / f"seed{seed}")
+            for seed in seeds]
+    baseline_runs = [read_seed(baseline_dir / f"seed{seed}", seed, models, sets) for seed in seeds]
+    return runs, baseline_runs
 
 
 def complete_decodes(runs: Sequence[SeedRun], models: Sequence[str]) -> List[str]:
@@ -173,12 +196,39 @@ def paired_differences(runs: Sequence[SeedRun], decode: str, focus: str, baselin
     return t_interval(differences), per_seed
 
 
-def final_train_loss(run: SeedRun, model: str, key: str = "loss_ctc") -> Optional[float]:
-    """The training CTC loss (without the router losses) of the last epoch."""
+def final_train_loss(run: SeedRun, model: str, key: str = "loss_ctc", phase: str = "train") -> Optional[float]:
+    """The training CTC loss (without the router losses) of the last epoch (or ``phase``'s
+    ``key``)."""
     curve = run.curves.get(model)
     if not curve:
         return None
-    return curve[max(curve)].get("train", {}).get(key)
+    return curve[max(curve)].get(phase, {}).get(key)
+
+
+def baseline_comparison(runs: Sequence[SeedRun], baseline_runs: Sequence[SeedRun], models: Sequence[str],
+                        decode: str, sets: Sequence[str], in_domain: Sequence[str]) -> List[str]:
+    """Markdown rows: per model the ablation changed, its value minus the baseline's of the
+    same seed (mean with its 95% t interval over seeds) for the in-domain and out-of-domain
+    average WER, the last epoch's training CTC loss and validation CER."""
+    out_of_domain = [s for s in sets if s not in in_domain]
+    measures = [("in-domain WER", lambda r, m: macro_wer(r.errors[decode], m, list(in_domain)) if in_domain else None),
+                ("out-of-domain WER", lambda r, m: macro_wer(r.errors[decode], m, out_of_domain) if out_of_domain else None),
+                ("training CTC loss", lambda r, m: final_train_loss(r, m)),
+                ("validation CER", lambda r, m: final_train_loss(r, m, "cer_ctc", "valid"))]
+    lines = ["| model | " + " | ".join(name for name, _ in measures) + " |",
+             "| --- |" + " --- |" * len(measures)]
+    for model in models:
+        if any(model in r.from_baseline for r in runs):
+            continue
+        cells = []
+        for _, measure in measures:
+            pairs = [(measure(r, model), measure(b, model)) for r, b in zip(runs, baseline_runs)]
+            if any(a is None or b is None for a, b in pairs):
+                cells.append("n/a")
+                continue
+            cells.append(f"{t_interval([a - b for a, b in pairs])} (baseline {statistics.fmean(b for _, b in pairs):.3g})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output: Path) -> Path:
@@ -213,15 +263,53 @@ def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output:
     return output
 
 
+def noise_routing_lines(runs: Sequence[SeedRun], models: Sequence[str], focus: str) -> List[str]:
+    """Markdown: per MoE model and block, the share of frames whose expert changes when the same
+    utterances are noisy (the routing analysis's noise pair), mean (sd) over seeds, and the focus
+    model's mean share minus Switch's with its interval over seeds. Empty without noise pairs."""
+    shares: Dict[str, List[dict]] = {}
+    for model in models:
+        pairs = [((r.routing or {}).get("models", {}).get(model, {}).get("noise") or [None])[0] for r in runs]
+        if all(pairs):
+            shares[model] = pairs
+    if not shares:
+        return []
+    first = next(iter(shares.values()))[0]
+    blocks = first["blocks"]
+    lines = ["## Routing under noise", "",
+             f"Share of frames (%) whose expert changes when the {first['utterances']} utterances of "
+             f"{first['clean']} are heard as {first['noisy']}, per MoE block: mean (sd) over seeds.", "",
+             "| model | " + " | ".join(f"block {b}" for b in blocks) + " | mean |",
+             "| --- |" + " --- |" * (len(blocks) + 1)]
+    for model, pairs in shares.items():
+        cells = [_mean_sd([100 * p["changed"][i] for p in pairs]) for i in range(len(blocks))]
+        cells.append(_mean_sd([100 * p["mean_changed"] for p in pairs], bold=True))
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    if focus in shares and "switch" in shares and focus != "switch":
+        interval = t_interval([100 * (a["mean_changed"] - b["mean_changed"])
+                               for a, b in zip(shares[focus], shares["switch"])])
+        lines += ["", f"{focus} minus switch: {interval} points."]
+    return lines
+
+
 def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[str],
                  in_domain: Sequence[str], focus: str, primary: str, curves_png: Optional[str] = None,
-                 resamples: int = 1000) -> str:
+                 resamples: int = 1000, baseline_runs: Optional[Sequence[SeedRun]] = None,
+                 title: Optional[str] = None) -> str:
     """REPORT.md: WER tables per decoding (mean and sd over seeds), the focus model's paired
     differences with intervals over seeds beside each seed's utterance bootstrap, the learning
-    curves, and the claims table."""
+    curves, and the claims table; for an ablation (``baseline_runs``, the baseline study's
+    same seeds) first its changed models against the baseline's."""
     seeds = ", ".join(str(r.seed) for r in runs)
     out_of_domain = [s for s in sets if s not in in_domain] or list(sets)
-    lines = [f"# The comparison over {len(runs)} training seeds ({seeds})", ""]
+    lines = [f"# {title or 'The comparison'} over {len(runs)} training seeds ({seeds})", ""]
+    if baseline_runs is not None:
+        shared = sorted({m for r in runs for m in r.from_baseline})
+        lines += ["## Against the baseline", "",
+                  f"Each changed model minus the baseline's trained with the same seed ({primary}): "
+                  "mean over seeds with its 95% t interval, the baseline's mean in brackets."
+                  + (f" {', '.join(shared)}: the baseline's own runs." if shared else ""), ""]
+        lines += baseline_comparison(runs, baseline_runs, models, primary, sets, in_domain) + [""]
     for decode in complete_decodes(runs, models):
         lines += [f"## WER (%), {decode}" + (" (the recipe's decoding)" if decode == primary else ""), "",
                   "Mean over seeds (standard deviation).", ""]
@@ -258,6 +346,9 @@ def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[
                        f"{interval}", interval.verdict(False)))
     if curves_png:
         lines += ["", "## Learning curves", "", f"![learning curves]({curves_png})"]
+    noise_lines = noise_routing_lines(runs, models, focus)
+    if noise_lines:
+        lines += [""] + noise_lines
     lines += ["", "## The paper's claims at this scale", "",
               "Holds: the 95% interval over seeds lies on the claimed side of 0; does not hold: on "
               "the other side; undecided: it contains 0.", "",

@@ -1,4 +1,5 @@
-"""A noisy copy of a data dir: the same utterances under the same ids, with noise added.
+"""Noise for the data: a noisy copy of a data dir (the same utterances under the same ids, with
+noise added) and a set of noise recordings for ESPnet's training-time noise augmentation.
 
 Routing under noise (``analyze_routing --noise_pair``) compares a model's expert choices on
 the two, frame by frame; the copy keeps every utterance's length, so frames pair one to one.
@@ -35,6 +36,9 @@ def _utterances(data_dir: Path) -> Iterator[Tuple[str, int, np.ndarray]]:
         yield key, rate, samples[:, 0]
 
 
+NOISE_COLOURS = ("white", "pink", "brown")
+
+
 def write_noisy_copy(src: Path, dst: Path, snr_db: float, colour: str = "pink", seed: int = 0) -> int:
     """Write ``dst``: ``src``'s utterances with ``colour`` noise (white, pink, brown) at
     ``snr_db`` dB, as FLAC files in ``dst/audio``, and ``src``'s text, utt2spk and spk2utt.
@@ -42,7 +46,7 @@ def write_noisy_copy(src: Path, dst: Path, snr_db: float, colour: str = "pink", 
     The noise of an utterance is drawn from ``seed`` and its id, so a copy is reproducible.
     ``dst`` is replaced only once the copy is complete. Returns the number of utterances.
     """
-    if colour not in ("white", "pink", "brown"):
+    if colour not in NOISE_COLOURS:
         raise ValueError(f"noise colour must be white, pink or brown, got '{colour}'")
     work = dst.parent / f".{dst.name}.tmp"
     shutil.rmtree(work, ignore_errors=True)
@@ -60,3 +64,29 @@ def write_noisy_copy(src: Path, dst: Path, snr_db: float, colour: str = "pink", 
             shutil.copyfile(src / table, work / table)
     replace_dir(work, dst)
     return len(scp)
+
+
+def write_noise_set(dst: Path, colours=NOISE_COLOURS, recordings: int = 4, seconds: float = 30.0,
+                    rate: int = 16000, seed: int = 0) -> int:
+    """Write ``dst/wav.scp`` (``<id> <path>``, ESPnet's ``noise_scp``) and ``recordings`` FLAC
+    files of ``seconds`` per colour, peak-normalised to -6 dBFS (the preprocessor scales noise
+    to the SNR it draws). Reproducible from ``seed``; ``dst`` is replaced only once complete.
+    Returns the number of recordings."""
+    unknown = [c for c in colours if c not in NOISE_COLOURS]
+    if unknown or not colours:
+        raise ValueError(f"noise colours must be among {NOISE_COLOURS}, got {list(colours)}")
+    work = dst.parent / f".{dst.name}.tmp"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "audio").mkdir(parents=True)
+    lines = []
+    for colour in colours:
+        for n in range(recordings):
+            rng = np.random.default_rng([seed, zlib.crc32(colour.encode()), n])
+            noise = augment.coloured_noise(rng, int(seconds * rate), colour)
+            noise = 0.5 * noise / np.abs(noise).max()
+            key = f"{colour}{n:02d}"
+            soundfile.write(work / "audio" / f"{key}.flac", augment.to_int16(noise), rate, subtype="PCM_16")
+            lines.append(f"{key} {(dst / 'audio' / f'{key}.flac').resolve()}\n")
+    (work / "wav.scp").write_text("".join(lines))
+    replace_dir(work, dst)
+    return len(lines)

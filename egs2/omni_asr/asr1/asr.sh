@@ -174,7 +174,7 @@ if "${smoke}"; then
     if [ "${dumpdir}" = dump ]; then dumpdir=smoke/dump; fi
     if [ "${expdir}" = exp ]; then expdir=smoke/exp; fi
     audio_dir=smoke/audio
-    asr_config_dir=../../../conf/tiny
+    if [ "${asr_config_dir}" = conf ]; then asr_config_dir=../../../conf/tiny; fi
     asr_args="--max_epoch 2 ${asr_args}"
     lm_args="--max_epoch 2 ${lm_args}"
     inference_model=valid.cer_ctc.best.pth
@@ -639,6 +639,26 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             # a CUDA_VISIBLE_DEVICES already set is left to the user.
             gpu_of_job=(bash -c "export CUDA_VISIBLE_DEVICES=\$(( (JOB - 1) % ${ngpu} )); exec \"\$@\"" _)
         fi
+        # A decode made with the same options from the same model, LM, decoding config and lists
+        # is kept, so that a resumed recipe or study does not decode again what it has. Files
+        # count by content (a resumed training writes its averaged model anew); the trainings'
+        # config.yaml, which a resume rewrites with its own output_dir, by the model it made.
+        signature=$( { echo "${inference_args}"
+            for arg in "${exp}/${inference_model}" "${decoder[@]}"; do
+                case "${arg}" in */config.yaml) continue ;; esac
+                if [ -f "${arg}" ]; then cksum < "${arg}"; else echo "${arg}"; fi
+            done
+            for list in "${work}/wav.scp" "${work}/segment_sets/wav.scp" "${work}/segment_sets/segments"; do
+                [ ! -f "${list}" ] || cat "${list}"
+            done
+            } | cksum)
+        kept=true
+        for dset in "${test_list[@]}"; do [ -f "${dir}/${dset}/text" ] || kept=false; done
+        if "${kept}" && [ "$(cat "${dir}/signature" 2>/dev/null)" = "${signature}" ]; then
+            log "Stage 7: ${dir} is decoded from the same model and settings; kept"
+            rm -rf "${work}"
+            continue
+        fi
         for pass in "${passes[@]}"; do
             parts=$(split_keys "$(keys_of "${pass}")" "${pass}/logdir" "${inference_nj}")
             # shellcheck disable=SC2086
@@ -658,6 +678,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             awk -v p="${dset}/" 'index($0, p) == 1 { print substr($0, length(p) + 1) }' \
                 "${work}/text" | sort -k1,1 > "${work}/${dset}/text"
         done
+        echo "${signature}" > "${work}/signature"
         rm -rf "${dir}"
         mv "${work}" "${dir}"
     done

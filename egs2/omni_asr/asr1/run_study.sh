@@ -9,16 +9,22 @@
 # (espnet_omni.bin.make_study_report).
 #   ./run_study.sh                                  # seeds 0 1 2
 #   ./run_study.sh --seeds "0 1 2 3 4"
-#   ./run_study.sh --study_dir study/jitter --asr_args "--encoder_conf router_jitter=0.01"
+#   ./run_study.sh --ablation conf/ablation/jitter.yaml --seeds "0 1"   # -> study/jitter/
 #   ./run_study.sh --smoke true --seeds "0 1"       # tiny models on the tiny corpus, under smoke/
-# The study goes to <study_dir> (default: study/ beside --expdir). Options not listed here go to
-# run.sh (and asr.sh) for every seed.
+# An ablation (conf/ablation/*.yaml: the models it changes and their config options) trains
+# those models for every seed, seed 0 included, into study/<name>/ and reports them against the
+# baseline study's seeds, whose other models it shares. --asr_args "..." adds options to every
+# training (use it with its own --study_dir). Options not listed here go to run.sh (and asr.sh)
+# for every seed.
 set -euo pipefail
 
 seeds="0 1 2"
 study_dir=
+ablation=
 asr_args=
 main_exp=exp          # run.sh's --expdir: seed 0 and what the seeds share
+models="dense_transformer switch omni_router"
+config_dir=conf
 smoke=false
 python=python3
 passthrough=()
@@ -26,51 +32,82 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seeds) seeds=$2; shift 2 ;;
         --study_dir) study_dir=$2; shift 2 ;;
+        --ablation) ablation=$2; shift 2 ;;
         --asr_args) asr_args=$2; shift 2 ;;
         --expdir) main_exp=$2; shift 2 ;;
+        --models) models=$2; shift 2 ;;
+        --asr_config_dir) config_dir=$2; shift 2 ;;
         --smoke) smoke=$2; passthrough+=("$1" "$2"); shift 2 ;;
         --python) python=$2; passthrough+=("$1" "$2"); shift 2 ;;
-        --help|-h) sed -n '2,15p' "$0"; exit 0 ;;
+        --help|-h) sed -n '2,19p' "$0"; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
     esac
 done
 if [ "${smoke}" = true ] && [ "${main_exp}" = exp ]; then main_exp=smoke/exp; fi  # as asr.sh
-study_dir=${study_dir:-$(dirname "${main_exp}")/study}
-study_dir=${study_dir#./}
+if [ "${smoke}" = true ] && [ "${config_dir}" = conf ]; then config_dir=../../../conf/tiny; fi
+baseline_dir=$(dirname "${main_exp}")/study
+baseline_dir=${baseline_dir#./}
 for seed in ${seeds}; do
     [[ "${seed}" =~ ^[0-9]+$ ]] || { echo "$0: --seeds must list non-negative integers, got '${seed}'" >&2; exit 1; }
 done
 log() { echo -e "$(date '+%Y-%m-%dT%H:%M:%S') (run_study.sh) $*"; }
 . ./path.sh  # the checkout's .venv unless an environment is active (or --python names one)
 
-# Seed 0 and everything the seeds share: data, BPE model, statistics, the LM (stages 1-6).
-log "seed 0 and the shared preparation -> exp/"
-./run.sh --stop_stage 6 "${passthrough[@]}" --expdir "${main_exp}" --asr_args "${asr_args}"
+train_models=${models}
+report_args=()
+if [ -n "${ablation}" ]; then
+    [ -f "${ablation}" ] || { echo "$0: --ablation ${ablation}: no such file (see conf/ablation/)" >&2; exit 1; }
+    study_dir=${study_dir:-${baseline_dir}/$(basename "${ablation}" .yaml)}
+    study_dir=${study_dir#./}
+    # The generated corpus's training noise, for ablations that add noise (train_noise.yaml).
+    if grep -q "data/noise/wav.scp" "${ablation}" && [ ! -f data/noise/wav.scp ]; then
+        "${python}" -m espnet_omni.bin.make_noise_set --output_dir data/noise
+    fi
+    configs=()
+    for model in ${models}; do
+        if [ -f "${config_dir}/train_asr_${model}.yaml" ]; then configs+=("${config_dir}/train_asr_${model}.yaml")
+        else configs+=("${config_dir}/${model}.yaml"); fi
+    done
+    train_models=$("${python}" -m espnet_omni.bin.make_ablation_configs --ablation "${ablation}" \
+        --configs "${configs[@]}" --output_dir "${study_dir}/conf")
+    config_dir=${study_dir}/conf
+    # The models the ablation leaves alone are the baseline's, seed by seed.
+    report_args=(--baseline_dir "${baseline_dir}" --models ${models})
+fi
+study_dir=${study_dir:-${baseline_dir}}
+study_dir=${study_dir#./}
+
+# The baseline's seed 0 (run.sh's own models) and everything the seeds share: data, BPE model,
+# statistics, the LM (stages 1-6).
+log "the baseline's seed 0 and the shared preparation -> ${main_exp}/"
+./run.sh --stop_stage 6 "${passthrough[@]}" --expdir "${main_exp}" --models "${models}"
 
 for seed in ${seeds}; do
     dir=${study_dir}/seed${seed}
     mkdir -p "${dir}"
-    # The seed's folder shares exp/'s statistics and LM; seed 0's models are exp/'s.
+    # The seed's folder shares exp/'s statistics and LM; the baseline's seed 0 models are exp/'s.
     for shared in "${main_exp}"/asr_stats_* "${main_exp}"/lm_stats_* "${main_exp}"/lm_*; do
         if [ -e "${shared}" ]; then ln -sfn "$(cd "${shared}" && pwd)" "${dir}/$(basename "${shared}")"; fi
     done
-    if [ "${seed}" -eq 0 ]; then
+    if [ "${seed}" -eq 0 ] && [ -z "${ablation}" ] && [ -z "${asr_args}" ]; then
         for model in "${main_exp}"/asr_*; do
             case "${model}" in */asr_stats_*) continue ;; esac
             if [ -d "${model}" ]; then ln -sfn "$(cd "${model}" && pwd)" "${dir}/$(basename "${model}")"; fi
         done
     fi
     log "seed ${seed} -> ${dir}"
-    ./run.sh --stage 6 --stop_stage 10 "${passthrough[@]}" --expdir "${dir}" \
-        --asr_args "--seed ${seed} ${asr_args}"
+    ./run.sh --stage 6 --stop_stage 10 "${passthrough[@]}" --expdir "${dir}" --models "${train_models}" \
+        --asr_config_dir "${config_dir}" --asr_args "--seed ${seed} ${asr_args}"
     for decoding in "--use_lm false --inference_tool greedy_ctc" \
             "--use_lm false --inference_tool greedy_ctc --inference_model valid.cer_ctc.best.pth" \
             "--inference_model valid.cer_ctc.best.pth"; do
         # shellcheck disable=SC2086
-        ./run.sh --stage 7 --stop_stage 8 "${passthrough[@]}" --expdir "${dir}" ${decoding}
+        ./run.sh --stage 7 --stop_stage 8 "${passthrough[@]}" --expdir "${dir}" --models "${train_models}" \
+            --asr_config_dir "${config_dir}" ${decoding}
     done
 done
 log "finished seeds ${seeds} in ${study_dir}"
 # shellcheck disable=SC2086
-"${python}" -m espnet_omni.bin.make_study_report --study_dir "${study_dir}" --seeds ${seeds} > /dev/null
+"${python}" -m espnet_omni.bin.make_study_report --study_dir "${study_dir}" --seeds ${seeds} \
+    "${report_args[@]}" > /dev/null
 log "${study_dir}/REPORT.md"
