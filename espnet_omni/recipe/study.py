@@ -255,7 +255,7 @@ def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output:
             ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2,
                             color=line.get_color())
         ax.set_xlabel("epoch")
-        ax.set_title(f"{label}, {len(runs)} seeds (band: lowest-highest)")
+        ax.set_title(f"{label}\n{len(runs)} seeds: mean, band from lowest to highest")
         ax.legend()
     panels[0].set_yscale("log")
     output.parent.mkdir(parents=True, exist_ok=True)
@@ -326,14 +326,16 @@ def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[
         interval, per_seed = paired_differences(runs, primary, focus, baseline, out_of_domain, resamples)
         lines += [f"- vs {baseline}: {interval}; " + "; ".join(per_seed)]
         claims.append((f"lower out-of-domain WER than {baseline}", f"{interval} points", interval.verdict(True)))
+    loss_claims = []
     for baseline in models:
         if baseline == focus:
             continue
         losses = [(final_train_loss(r, focus), final_train_loss(r, baseline)) for r in runs]
         if all(a is not None and b is not None for a, b in losses):
             interval = t_interval([a - b for a, b in losses])
-            claims.insert(0, (f"lower training loss (CTC, last epoch) than {baseline}",
-                              f"{interval} per utterance", interval.verdict(True)))
+            loss_claims.append((f"lower training loss (CTC, last epoch) than {baseline}",
+                                f"{interval} per utterance", interval.verdict(True)))
+    claims = loss_claims + claims
     nmis = []
     for r in runs:
         models_routing = (r.routing or {}).get("models", {})
