@@ -87,16 +87,19 @@ def test_router_losses_reach_the_router():
         assert router.weight.grad.abs().sum() > 0
 
 
-def test_negative_weights_are_rejected():
+@pytest.mark.parametrize("option, pattern", [
+    ({"load_balance_weight": -1.0}, "load_balance_weight"),
+    ({"router_loss_reduction": "max"}, "router_loss_reduction.*'max'"),
+])
+def test_bad_model_options_are_rejected(option, pattern):
     from espnet_omni.model import MoEESPnetASRModel
     from espnet2.asr.ctc import CTC
 
-    with pytest.raises(ValueError, match="load_balance_weight"):
+    with pytest.raises(ValueError, match=pattern):
         MoEESPnetASRModel(
             vocab_size=5, token_list=["<blank>", "a", "b", "c", "<sos/eos>"], frontend=None,
             specaug=None, normalize=None, preencoder=None, encoder=None, postencoder=None,
-            decoder=None, ctc=CTC(5, 4), joint_network=None, ctc_weight=1.0,
-            load_balance_weight=-1.0,
+            decoder=None, ctc=CTC(5, 4), joint_network=None, ctc_weight=1.0, **option,
         )
 
 
@@ -140,15 +143,3 @@ def test_layer_drop_keeps_the_stats_keys_and_skips_skipped_blocks():
             torch.testing.assert_close(loss.reshape(()), stats["loss_ctc"].reshape(()))
     assert () in seen and len(seen) >= 3
 
-
-def test_unknown_reduction_is_rejected():
-    from espnet_omni.model import MoEESPnetASRModel
-    from espnet2.asr.ctc import CTC
-
-    with pytest.raises(ValueError, match="router_loss_reduction.*'max'"):
-        MoEESPnetASRModel(
-            vocab_size=5, token_list=["<blank>", "a", "b", "c", "<sos/eos>"], frontend=None,
-            specaug=None, normalize=None, preencoder=None, encoder=None, postencoder=None,
-            decoder=None, ctc=CTC(5, 4), joint_network=None, ctc_weight=1.0,
-            router_loss_reduction="max",
-        )

@@ -2,7 +2,7 @@
 
     python -m espnet_omni.bin.make_study_report --study_dir study --seeds 0 1 2 \\
         [--sets test_clean test_accent ... --in_domain test_clean] [--focus omni_router] \\
-        [--models dense_transformer switch omni_router] [--primary decode_ctc_lm_lm_rnn_valid.cer_ctc.ave] \
+        [--models dense_transformer switch omni_router] [--primary decode_ctc_lm_lm_rnn_valid.cer_ctc.ave] \\
         [--baseline_dir study]   # for an ablation in study/<name>
 
 Reads ``<study_dir>/seed<N>/`` (training statistics, scores of every decoding, routing.json) and

@@ -111,17 +111,21 @@ class SeedRun:
 
 
 def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[str],
-              baseline_dir: Optional[Path] = None) -> SeedRun:
+              baseline: Optional[SeedRun] = None) -> SeedRun:
     """The results of ``seed_dir`` (a seed's experiment folder) that exist; a model it lacks is
-    read from ``baseline_dir`` (the baseline study's folder of the same seed) when given."""
+    taken from ``baseline`` (the baseline study's run of the same seed) when given."""
     errors: Dict[str, Dict[str, Dict[str, list]]] = {}
     curves = {}
     from_baseline = []
     for model in models:
         exp = seed_dir / f"asr_{model}"
-        if not exp.exists() and baseline_dir is not None:
-            exp = baseline_dir / f"asr_{model}"
+        if not exp.exists() and baseline is not None:
             from_baseline.append(model)
+            curves[model] = baseline.curves.get(model, {})
+            for decode, by_model in baseline.errors.items():
+                if model in by_model:
+                    errors.setdefault(decode, {})[model] = by_model[model]
+            continue
         curves[model] = read_curves(exp)
         for decode in sorted(p.name for p in exp.glob("decode_*") if p.is_dir()):
             found = {s: exp / decode / s / "score_wer" / "utt_errors.tsv" for s in sets}
@@ -146,9 +150,9 @@ def read_study(study_dir: Path, seeds: Sequence[int], models: Sequence[str], set
     if missing:
         raise FileNotFoundError(f"{baseline_dir}: no baseline run of seed(s) {missing} "
                                 "(run run_study.sh with those seeds first)")
-    runs = [read_seed(study_dir / f"seed{seed}", seed, models, sets, baseline_dir / f"seed{seed}")
-            for seed in seeds]
     baseline_runs = [read_seed(baseline_dir / f"seed{seed}", seed, models, sets) for seed in seeds]
+    runs = [read_seed(study_dir / f"seed{seed}", seed, models, sets, baseline)
+            for seed, baseline in zip(seeds, baseline_runs)]
     return runs, baseline_runs
 
 
@@ -196,9 +200,9 @@ def paired_differences(runs: Sequence[SeedRun], decode: str, focus: str, baselin
     return t_interval(differences), per_seed
 
 
-def final_train_loss(run: SeedRun, model: str, key: str = "loss_ctc", phase: str = "train") -> Optional[float]:
-    """The training CTC loss (without the router losses) of the last epoch (or ``phase``'s
-    ``key``)."""
+def last_epoch_value(run: SeedRun, model: str, key: str = "loss_ctc", phase: str = "train") -> Optional[float]:
+    """``phase``'s ``key`` at the last epoch: by default the training CTC loss (without the
+    router losses)."""
     curve = run.curves.get(model)
     if not curve:
         return None
@@ -213,8 +217,8 @@ def baseline_comparison(runs: Sequence[SeedRun], baseline_runs: Sequence[SeedRun
     out_of_domain = [s for s in sets if s not in in_domain]
     measures = [("in-domain WER", lambda r, m: macro_wer(r.errors[decode], m, list(in_domain)) if in_domain else None),
                 ("out-of-domain WER", lambda r, m: macro_wer(r.errors[decode], m, out_of_domain) if out_of_domain else None),
-                ("training CTC loss", lambda r, m: final_train_loss(r, m)),
-                ("validation CER", lambda r, m: final_train_loss(r, m, "cer_ctc", "valid"))]
+                ("training CTC loss", lambda r, m: last_epoch_value(r, m)),
+                ("validation CER", lambda r, m: last_epoch_value(r, m, "cer_ctc", "valid"))]
     lines = ["| model | " + " | ".join(name for name, _ in measures) + " |",
              "| --- |" + " --- |" * len(measures)]
     for model in models:
@@ -330,7 +334,7 @@ def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[
     for baseline in models:
         if baseline == focus:
             continue
-        losses = [(final_train_loss(r, focus), final_train_loss(r, baseline)) for r in runs]
+        losses = [(last_epoch_value(r, focus), last_epoch_value(r, baseline)) for r in runs]
         if all(a is not None and b is not None for a, b in losses):
             interval = t_interval([a - b for a, b in losses])
             loss_claims.append((f"lower training loss (CTC, last epoch) than {baseline}",
