@@ -9,7 +9,7 @@ import atexit
 import difflib
 import re
 import sys
-from typing import Callable, List, Optional
+from typing import Callable, List, Optional, Sequence
 
 import torch
 
@@ -27,8 +27,8 @@ def _destroy_process_group() -> None:
 atexit.register(_destroy_process_group)
 
 
-def _config_files(argv: List[str]) -> List[str]:
-    names = ("--config", "--asr_train_config")
+def config_files(argv: Sequence[str], names: Sequence[str] = ("--config", "--asr_train_config")) -> List[str]:
+    """The values of the options ``names`` (config files) on a command line, in order."""
     found = []
     for i, arg in enumerate(argv):
         for name in names:
@@ -47,7 +47,7 @@ def explain_unknown_choice(err: ValueError, argv: List[str]) -> Optional[str]:
     kind, choices, name = match.groups()
     ours = {"encoder": ENCODER_NAMES, "model": MODEL_NAMES}.get(kind, {})
     close = difflib.get_close_matches(name, list(ours), n=1)
-    where = " or ".join(_config_files(argv)) or "the command line"
+    where = " or ".join(config_files(argv)) or "the command line"
     lines = [f"{where}: {kind} '{name}' is not a registered {kind}."]
     if close:
         lines.append(f"Did you mean '{close[0]}'?")

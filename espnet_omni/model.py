@@ -9,6 +9,7 @@ from typeguard import typechecked
 from espnet2.asr.espnet_model import ESPnetASRModel
 from espnet2.torch_utils.device_funcs import force_gatherable
 
+from espnet_omni.analysis.expert_collapse import ExpertCollapseMonitor
 from espnet_omni.analysis.routing_stats import routing_health, routing_health_keys
 from espnet_omni.moe.losses import ROUTER_LOSS_REDUCTIONS, router_losses
 
@@ -26,7 +27,12 @@ class MoEESPnetASRModel(ESPnetASRModel):
     adds them unscaled. ``stats`` gains ``loss_lb``, ``loss_z`` and per-block routing health
     (``route_entropy_b*``, ``route_max_load_b*``, ``route_unused_b*``, ``route_load_b*_e*``,
     ``route_nmi``), which ESPnet logs and plots to ``exp/<dir>/images``; a block that layer drop
-    skipped reports NaN, which ESPnet's reporter leaves out. The routing is collected from the encoder for the
+    skipped reports NaN, which ESPnet's reporter leaves out. ``loss_nonfinite`` is 1 for a
+    step whose loss is NaN or inf (its epoch mean is the share of such steps; ESPnet skips
+    their updates, its gradient norm being non-finite too). In training, an expert collapse
+    (an expert without a token for ``expert_collapse_window`` steps, or one taking more than
+    ``expert_collapse_max_share`` of a block's tokens over them) is written to the log as a
+    warning at the end of each window. The routing is collected from the encoder for the
     duration of ``forward`` only (``collect_routing``), so inference (``encode``) leaves nothing
     of a batch on the encoder. With an encoder that has no MoE block the model is ESPnet's.
 
@@ -36,6 +42,9 @@ class MoEESPnetASRModel(ESPnetASRModel):
         router_loss_reduction: ``mean`` or ``sum`` of the router losses over the MoE blocks.
         scale_router_losses: multiply the router losses by the mean encoder frames per utterance.
         report_routing: add the routing health statistics to ``stats``.
+        expert_collapse_window: steps per expert-collapse check (0: no check).
+        expert_collapse_max_share: share of a block's tokens above which one expert is
+            reported as collapsed.
         **kwargs: the arguments of ESPnetASRModel.
     """
 
@@ -48,6 +57,8 @@ class MoEESPnetASRModel(ESPnetASRModel):
         router_loss_reduction: str = "mean",
         scale_router_losses: bool = True,
         report_routing: bool = True,
+        expert_collapse_window: int = 100,
+        expert_collapse_max_share: float = 0.9,
         **kwargs,
     ):
         super().__init__(*args, **kwargs)
@@ -67,6 +78,19 @@ class MoEESPnetASRModel(ESPnetASRModel):
         self.router_loss_reduction = router_loss_reduction
         self.scale_router_losses = scale_router_losses
         self.report_routing = report_routing
+        if expert_collapse_window < 0:
+            raise ValueError(f"model_conf.expert_collapse_window must be >= 0, got {expert_collapse_window}")
+        if not 0.0 < expert_collapse_max_share <= 1.0:
+            raise ValueError(
+                f"model_conf.expert_collapse_max_share must be in (0, 1], got {expert_collapse_max_share}"
+            )
+        moe_blocks = getattr(self.encoder, "moe_blocks", None)
+        self.collapse_monitor = None
+        if moe_blocks and expert_collapse_window:
+            self.collapse_monitor = ExpertCollapseMonitor(
+                moe_blocks, self.encoder.routers[0].num_experts,
+                expert_collapse_window, expert_collapse_max_share,
+            )
 
     def forward(
         self,
@@ -79,7 +103,9 @@ class MoEESPnetASRModel(ESPnetASRModel):
         """ESPnet's forward, then the router losses of the encoder's MoE blocks."""
         moe_blocks = getattr(self.encoder, "moe_blocks", None)
         if not moe_blocks:
-            return super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+            loss, stats, weight = super().forward(speech, speech_lengths, text, text_lengths, **kwargs)
+            stats["loss_nonfinite"] = (~torch.isfinite(loss.detach())).float()
+            return loss, stats, weight
         # The routing lives only as long as this call: nothing of the batch stays on the
         # encoder once the losses are built.
         with self.encoder.collect_routing() as trace:
@@ -105,7 +131,10 @@ class MoEESPnetASRModel(ESPnetASRModel):
             num_experts = self.encoder.routers[0].num_experts
             for key in routing_health_keys(moe_blocks, num_experts):
                 stats[key] = health.get(key, nan)
+        if self.collapse_monitor is not None and self.training:
+            self.collapse_monitor.log(trace.outputs, trace.blocks)
         stats["loss"] = loss.detach()
+        stats["loss_nonfinite"] = (~torch.isfinite(stats["loss"])).float()
         return force_gatherable((loss, stats, weight), loss.device)
 
 

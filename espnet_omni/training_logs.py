@@ -6,13 +6,19 @@ fails when it starts, without matplotlib at the end of its first epoch. The trai
 of espnet-omni default each flag to whether its package is installed (both come with the
 ``recipe`` extra), so that a core install trains with ESPnet's text logs; a config or command
 line that turns one on without its package fails before training, naming the install command.
+:func:`train`, the entry of those commands, also checks the config's keys first and makes the
+checkpoints' writes whole.
 """
 
 import argparse
 import importlib.util
+import sys
 from typing import Optional, Sequence
 
+from espnet_omni.whole_file import save_checkpoints_whole
 from espnet_omni.extras import MissingExtraError, require_extra
+from espnet_omni.launch import config_files
+from espnet_omni.recipe.training_config import TrainingConfigError, check_config_file
 
 # flag -> (package, what it is for)
 LOGGERS = {
@@ -47,9 +53,16 @@ def parse_args(task, cmd: Optional[Sequence[str]] = None) -> argparse.Namespace:
 
 
 def train(task, cmd: Optional[Sequence[str]] = None) -> None:
-    """Run ``task.main`` (an ESPnet task's training or ``--collect_stats``) on :func:`parse_args`."""
+    """Run ``task.main`` (an ESPnet task's training or ``--collect_stats``) on :func:`parse_args`,
+    once the keys of its ``--config`` are checked (:mod:`espnet_omni.recipe.training_config`:
+    an unknown or mistyped key stops it with the file, line and closest key, before ESPnet
+    parses anything), with its checkpoints written whole (:mod:`espnet_omni.whole_file`)."""
+    save_checkpoints_whole()
+    argv = sys.argv[1:] if cmd is None else list(cmd)
     try:
+        for config in config_files(argv, ("--config",))[-1:]:  # ESPnet reads the last --config
+            check_config_file(config, task, argv)
         args = parse_args(task, cmd)
-    except MissingExtraError as err:
+    except (MissingExtraError, TrainingConfigError) as err:
         raise SystemExit(f"ERROR: {err}") from err
     task.main(args=args)

@@ -131,6 +131,48 @@ def tone_corpus(tmp_path_factory):
     }
 
 
+def _data_args(kind: str, data_dir: Path):
+    return [
+        f"--{kind}_data_path_and_name_and_type", f"{data_dir}/wav.scp,speech,sound",
+        f"--{kind}_data_path_and_name_and_type", f"{data_dir}/text,text,text",
+    ]
+
+
+
+
+@pytest.fixture(scope="session")
+def prepared(tone_corpus, tmp_path_factory):
+    """A tiny Omni-router training setup on the tone corpus: token list and feature statistics
+    (collect_stats through the wrapper); returns (root, training arguments, dev dir)."""
+    root = tmp_path_factory.mktemp("asr")
+    train, dev = tone_corpus["train"], tone_corpus["dev"]
+    tokens = write_char_token_list(train / "text", root / "tokens.txt")
+    common = [
+        "--config", str(CONF / "tiny" / "omni_router.yaml"), "--token_type", "char",
+        "--token_list", str(tokens), "--non_linguistic_symbols", "none", "--cleaner", "none",
+        "--g2p", "none", "--use_preprocessor", "true", "--ngpu", "0", "--num_workers", "0",
+        *_data_args("train", train), *_data_args("valid", dev),
+    ]
+    run_module(
+        "espnet_omni.bin.asr_train", *common, "--collect_stats", "true",
+        "--batch_type", "unsorted",
+        "--train_shape_file", str(write_keys(train, root / "train.keys")),
+        "--valid_shape_file", str(write_keys(dev, root / "dev.keys")),
+        "--output_dir", "stats", cwd=root,
+    )
+    assert (root / "stats" / "train" / "feats_stats.npz").exists()
+    train_args = common + [
+        "--train_shape_file", "stats/train/speech_shape",
+        "--train_shape_file", "stats/train/text_shape",
+        "--valid_shape_file", "stats/valid/speech_shape",
+        "--valid_shape_file", "stats/valid/text_shape",
+        "--fold_length", "80000", "--fold_length", "150",
+        # Relative, as a recipe stores it: packing rewrites paths relative to the root.
+        "--normalize", "global_mvn", "--normalize_conf", "stats_file=stats/train/feats_stats.npz",
+    ]
+    return root, train_args, dev
+
+
 def pytest_sessionfinish(session, exitstatus):
     attempts = NETWORK_LOG.read_text() if NETWORK_LOG.exists() else ""
     NETWORK_LOG.unlink(missing_ok=True)

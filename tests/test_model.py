@@ -90,6 +90,8 @@ def test_router_losses_reach_the_router():
 @pytest.mark.parametrize("option, pattern", [
     ({"load_balance_weight": -1.0}, "load_balance_weight"),
     ({"router_loss_reduction": "max"}, "router_loss_reduction.*'max'"),
+    ({"expert_collapse_window": -1}, "expert_collapse_window.*-1"),
+    ({"expert_collapse_max_share": 0.0}, "expert_collapse_max_share.*0.0"),
 ])
 def test_bad_model_options_are_rejected(option, pattern):
     from espnet_omni.model import MoEESPnetASRModel

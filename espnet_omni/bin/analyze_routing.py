@@ -93,9 +93,10 @@ def main(cmd=None) -> None:
         pictures = write_pictures(report, args.output_dir)
     if args.results is not None:
         from espnet_omni.recipe.results import replace_section, routing_markdown
+        from espnet_omni.whole_file import write_text_whole
 
         section = routing_markdown(report, pictures, args.results.parent, output)
-        args.results.write_text(replace_section(
+        write_text_whole(args.results, replace_section(
             args.results.read_text() if args.results.exists() else "", "Routing", section
         ))
     logging.info(f"wrote {output} and {len(pictures)} pictures")

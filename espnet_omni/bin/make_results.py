@@ -18,6 +18,7 @@ from pathlib import Path
 
 from espnet_omni.recipe.results import results_markdown
 from espnet_omni.recipe.scoring import read_utt_errors
+from espnet_omni.whole_file import write_text_whole
 
 
 def main(cmd=None) -> None:
@@ -55,7 +56,7 @@ def main(cmd=None) -> None:
     ])
     focus = args.focus if args.focus in models else None
     table = results_markdown(errors, models, args.sets, args.in_domain, focus, args.resamples, header)
-    args.output.write_text(table)
+    write_text_whole(args.output, table)
     print(table)
 
 

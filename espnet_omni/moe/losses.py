@@ -11,13 +11,18 @@ import torch
 from espnet_omni.moe.router import RouterOutput
 
 
-def expert_load(routing: RouterOutput) -> torch.Tensor:
-    """(E,) fraction of real-token assignments that went to each expert (sums to 1)."""
+def expert_token_counts(routing: RouterOutput) -> torch.Tensor:
+    """(E,) number of real-token assignments per expert (float32, no host sync)."""
     weight = routing.real_tokens().to(routing.probs.dtype)
     top_k = routing.expert_index.size(1)
-    counts = routing.probs.new_zeros(routing.num_experts).index_add_(
+    return routing.probs.new_zeros(routing.num_experts).index_add_(
         0, routing.expert_index.reshape(-1), weight.repeat_interleave(top_k)
     )
+
+
+def expert_load(routing: RouterOutput) -> torch.Tensor:
+    """(E,) fraction of real-token assignments that went to each expert (sums to 1)."""
+    counts = expert_token_counts(routing)
     return counts / counts.sum().clamp(min=1.0)
 
 

@@ -81,25 +81,40 @@ def check_training_options(config: Dict, source: Path) -> None:
     a training run before ESPnet rejects it)."""
     from espnet2.tasks.asr import ASRTask
 
-    known = {action.dest for action in ASRTask.get_parser()._actions}
-    unknown = sorted(set(config) - known)
+    from espnet_omni.recipe.training_config import unknown_options
+
+    unknown = unknown_options(config, ASRTask)
     if unknown:
-        raise AblationError(f"{source}: {unknown} are not options of ESPnet's ASR training")
+        hints = "".join(f"; '{key}': did you mean '{close}'?" for key, close in unknown.items() if close)
+        raise AblationError(f"{source}: {sorted(unknown)} are not options of ESPnet's ASR training{hints}")
 
 
 def write_ablation_configs(ablation: Ablation, config_of: Dict[str, Path], output_dir: Path) -> List[Path]:
     """Write ``output_dir/train_asr_<model>.yaml`` for each of the ablation's models: the
-    config in ``config_of[model]`` with the ablation's options. Returns the written paths."""
+    config in ``config_of[model]`` with the ablation's options. Returns the written paths.
+
+    Every merged config is checked (the keys of its ``*_conf`` mappings against the classes
+    they go to) before any file is written."""
+    from espnet2.tasks.asr import ASRTask
+
+    import espnet_omni  # noqa: F401  (registers the encoders and model whose options are checked)
+    from espnet_omni.recipe.training_config import config_problems
+
     check_training_options(ablation.config, ablation.path)
+    merged_of = {}
+    for model in ablation.models:
+        source = config_of[model]
+        merged_of[model] = merge_config(yaml.safe_load(Path(source).read_text()), ablation.config)
+        problems = config_problems(merged_of[model], ASRTask, f"{ablation.path} on {source}")
+        if problems:
+            raise AblationError("\n".join(problems))
     output_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for model in ablation.models:
         source = config_of[model]
-        base = yaml.safe_load(Path(source).read_text())
-        merged = merge_config(base, ablation.config)
         out = output_dir / f"train_asr_{model}.yaml"
         header = (f"# {source} with the options of the ablation {ablation.path}\n"
                   f"# (written by run_study.sh --ablation; edit those files, not this one)\n")
-        out.write_text(header + yaml.safe_dump(merged, sort_keys=False))
+        out.write_text(header + yaml.safe_dump(merged_of[model], sort_keys=False))
         written.append(out)
     return written

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from espnet_omni.extras import require_extra
+from espnet_omni.whole_file import open_whole, write_text_whole
 
 SCLITE_DIRS = ("/usr/lib/sctk/bin", "/usr/local/bin", "/usr/bin")
 
@@ -63,7 +64,7 @@ def read_text(path: Path) -> Dict[str, str]:
 
 def write_trn(path: Path, texts: Dict[str, str], utt2spk: Dict[str, str]) -> None:
     """sclite trn lines ``words (spk-utt)``, in utterance order."""
-    with Path(path).open("w", encoding="utf-8") as f:
+    with open_whole(path) as f:
         for utt in sorted(texts):
             f.write(f"{texts[utt]} ({utt2spk.get(utt, utt)}-{utt})\n")
 
@@ -163,6 +164,10 @@ def score_dir(
 
     Returns:
         per-utterance counts and the name of the scorer used.
+
+    Each file is written whole, ``utt_errors.tsv`` (what the results read) last, and the
+    previous scores are removed first: an interrupted scoring leaves no score, never a partial
+    or stale one.
     """
     refs, hyps = read_text(ref_text), read_text(hyp_text)
     missing = sorted(set(refs) - set(hyps))
@@ -179,6 +184,8 @@ def score_dir(
             return normalize(rules.apply(text))
 
     out_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("utt_errors.tsv", "result.txt"):
+        (out_dir / name).unlink(missing_ok=True)
     write_trn(out_dir / "ref.trn", {u: prepare(t) for u, t in refs.items()}, spk)
     write_trn(out_dir / "hyp.trn", {u: prepare(hyps[u]) for u in refs}, spk)
     sclite = find_sclite() if scorer in ("auto", "sclite") else None
@@ -188,19 +195,20 @@ def score_dir(
         errors, name = score_sclite(out_dir / "ref.trn", out_dir / "hyp.trn", sclite), "sclite"
     else:
         errors, name = score_python(out_dir / "ref.trn", out_dir / "hyp.trn"), "python"
-    with (out_dir / "utt_errors.tsv").open("w") as f:
-        f.write("utt_id\tref_words\tsub\tdel\tins\n")
-        for e in errors:
-            f.write(f"{e.utt_id}\t{e.ref_words}\t{e.sub}\t{e.dele}\t{e.ins}\n")
     words = sum(e.ref_words for e in errors)
     totals = [sum(getattr(e, k) for e in errors) for k in ("sub", "dele", "ins")]
     wer = 100.0 * sum(totals) / max(words, 1)
-    (out_dir / "result.txt").write_text(
+    write_text_whole(
+        out_dir / "result.txt",
         f"scorer: {name}\nnormaliser: whisper EnglishTextNormalizer{' after the GLM ' + str(glm) if glm else ''}\n"
         f"utterances: {len(errors)}\nwords: {words}\n"
         f"substitutions: {totals[0]}\ndeletions: {totals[1]}\ninsertions: {totals[2]}\n"
-        f"WER: {wer:.2f}\n"
+        f"WER: {wer:.2f}\n",
     )
+    with open_whole(out_dir / "utt_errors.tsv") as f:
+        f.write("utt_id\tref_words\tsub\tdel\tins\n")
+        for e in errors:
+            f.write(f"{e.utt_id}\t{e.ref_words}\t{e.sub}\t{e.dele}\t{e.ins}\n")
     return errors, name
 
 

@@ -7,12 +7,13 @@
 #      run when --stage 0 is given (run_librispeech.sh, run_libriheavy.sh do)
 #   1  data preparation (local/data.sh): the generated corpus, and the benchmark test sets
 #      (librispeech_test_clean, ..., swbd_eval2000) from the corpus folders db.sh names
-#   2  validation of every data dir
-#   3  duration filtering of the training and validation sets
+#   2  validation of every data dir (every problem reported; --max_bad_audio unreadable files tolerated)
+#   3  duration filtering of the training and validation sets (leaving out unreadable audio)
 #   4  BPE model and token list
 #   5  feature statistics (collect_stats, nj jobs), and the LM's token statistics (--use_lm)
-#   6  training of each model in --models, and of the LM (--use_lm)
-#   7  decoding of every test set (inference_nj jobs per set)
+#   6  training of each model in --models, and of the LM (--use_lm), once every config is checked;
+#      a rerun resumes from the last epoch's checkpoint
+#   7  decoding of every test set (inference_nj jobs per set; a rerun decodes only unfinished jobs)
 #   8  scoring (sclite when installed, the Python scorer otherwise)
 #   9  results: <expdir>/RESULTS.md with relative WER reductions and bootstrap confidence intervals
 #  10  routing analysis of the MoE models on the validation and test sets (espnet_omni.bin.
@@ -80,6 +81,8 @@ corpus_seed=0
 min_wav_duration=0.3
 max_wav_duration=20
 fs=16000              # sampling rate of the training audio (speed perturbation resamples at it)
+max_bad_audio=0       # stages 2-3: unreadable audio files (missing, corrupt, empty) left out of each training / validation set
+check_audio=header    # stage 3: header (headers and the last samples) or full (decode every file: reads the whole corpus)
 speed_perturb_factors=   # e.g. "0.9 1.0 1.1": each training utterance at one of them (see stage 6)
 num_splits_asr=1      # > 1: the training lists split in K parts, one read per epoch (ESPnet's)
 
@@ -125,6 +128,9 @@ Usage: $0 [options]
   --gpu_memory_gb N          stage 0: GPU memory each config must fit ($gpu_memory_gb)
   --speed_perturb_factors "0.9 1.0 1.1"   speed perturbation of the training set (on the fly)
   --num_splits_asr K         split the training lists in K parts (huge corpora) ($num_splits_asr)
+  --max_bad_audio N          unreadable audio files left out of each training / validation set
+                             by stage 3, more stop stage 2 ($max_bad_audio)
+  --check_audio header|full  stage 3: audio headers and ends, or every file decoded ($check_audio)
   --nj N                     data preparation / statistics jobs ($nj)
   --inference_nj N           decoding jobs per test set ($inference_nj)
   --models "a b c"           models to train and compare ($models)
@@ -363,7 +369,16 @@ if [ "${stage}" -le 2 ] && [ "${stop_stage}" -ge 2 ]; then
     to_validate=("${test_list[@]/#/${datadir}/}")
     "${skip_train}" || to_validate=("${datadir}/${train_set}" "${datadir}/${valid_set}" "${to_validate[@]}")
     log "Stage 2: validating ${to_validate[*]}"
-    ${python} -m espnet_omni.bin.validate_data_dir "${to_validate[@]}"
+    # Stage 3 leaves out up to --max_bad_audio unreadable audio files of the training and
+    # validation sets; test sets are decoded whole, so none is tolerated there. Every set is
+    # checked before the stage fails, so that one run reports every problem.
+    status=0
+    if ! "${skip_train}"; then
+        ${python} -m espnet_omni.bin.validate_data_dir --fs "${fs}" --max_bad_audio "${max_bad_audio}" \
+            "${datadir}/${train_set}" "${datadir}/${valid_set}" || status=1
+    fi
+    ${python} -m espnet_omni.bin.validate_data_dir --fs "${fs}" "${test_list[@]/#/${datadir}/}" || status=1
+    [ "${status}" -eq 0 ] || exit 1
 fi
 
 if "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 3 ]; then
@@ -375,7 +390,8 @@ if ! "${skip_train}" && [ "${stage}" -le 3 ] && [ "${stop_stage}" -ge 3 ]; then
     # A dir with segments keeps them (and the recordings they cut), durations are the segments'.
     for dset in "${train_set}" "${valid_set}"; do
         ${python} -m espnet_omni.bin.filter_data_dir --min_seconds "${min_wav_duration}" \
-            --max_seconds "${max_wav_duration}" "${datadir}/${dset}" "${dumpdir}/raw/${dset}"
+            --max_seconds "${max_wav_duration}" --fs "${fs}" --max_bad_audio "${max_bad_audio}" \
+            --check_audio "${check_audio}" "${datadir}/${dset}" "${dumpdir}/raw/${dset}"
     done
 fi
 
@@ -540,7 +556,42 @@ train_lm() {  # one ESPnet LM training run on one thread, logged to <lm_exp>/tra
         --fold_length 150 --resume true --output_dir "${lm_exp}" ${lm_args} >> "${lm_exp}/train.log" 2>&1
 }
 
+check_training_configs() {  # the configs of every training run, by the training commands themselves
+    # Each command checks its --config's keys and its arguments (espnet_omni.launch, ESPnet's
+    # parser) and stops there (--print_config): a typo in one config fails the stage before any
+    # model trains, instead of after the others have trained beside it.
+    local model pids=() names=() logs=() i failed=0
+    for model in "${model_list[@]}"; do
+        mkdir -p "${expdir}/asr_${model}"
+        names+=("$(config_of "${model}")"); logs+=("${expdir}/asr_${model}/config_check.log")
+        # shellcheck disable=SC2086
+        ${python} -m espnet_omni.bin.asr_train --config "$(config_of "${model}")" ${token_args} \
+            "${speed_perturb_args[@]}" ${asr_args} --print_config > "${logs[-1]}" 2>&1 &
+        pids+=($!)
+    done
+    if "${use_lm}"; then
+        mkdir -p "${lm_exp}"
+        names+=("${lm_config}"); logs+=("${lm_exp}/config_check.log")
+        # shellcheck disable=SC2086
+        ${python} -m espnet_omni.bin.lm_train --config "${lm_config}" ${token_args} ${lm_args} \
+            --print_config > "${logs[-1]}" 2>&1 &
+        pids+=($!)
+    fi
+    for i in "${!pids[@]}"; do
+        if wait "${pids[$i]}"; then
+            rm -f "${logs[$i]}"
+        else
+            echo "ERROR: training with ${names[$i]} would fail (${logs[$i]}):" >&2
+            { grep -v "^Failed to import Flash Attention" "${logs[$i]}" || true; } | tail -n 20 >&2
+            failed=1
+        fi
+    done
+    return "${failed}"
+}
+
 if ! "${skip_train}" && [ "${stage}" -le 6 ] && [ "${stop_stage}" -ge 6 ]; then
+    log "Stage 6: checking the training configs"
+    check_training_configs
     # Up to train_jobs models train at once; on CPUs, several single-threaded runs use the
     # cores better than one multi-threaded run of these small models.
     threads=${train_threads}
@@ -590,13 +641,17 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
     # All test sets of a model are decoded in one pass of inference_nj jobs (keys prefixed
     # with "<set>/"), then split per set: every ESPnet process spends ~10 s importing. Sets
     # with a segments file (recordings and prefixed segments) make a second pass of their own.
+    # Jobs decode in <dir>.tmp, each marked done when it has exited 0; <dir>.tmp is moved to
+    # <dir> when all are. A rerun after a failure or a kill keeps the finished jobs of a
+    # <dir>.tmp made with the same signature and job count, and decodes only the others.
     for model in "${model_list[@]}"; do
         exp=${asr_exps}/asr_${model}
         dir=${exp}/${decode_name}
         work=${dir}.tmp
+        new=${dir}.tmp.new  # this run's lists, until it is known whether work is kept
         log "Stage 7: decoding ${test_sets} with ${exp}/${inference_model} -> ${dir}"
-        rm -rf "${work}"
-        mkdir -p "${work}"
+        rm -rf "${new}"
+        mkdir -p "${new}"
         plain_sets=(); segment_sets=()
         for dset in "${test_list[@]}"; do
             if [ -f "${datadir}/${dset}/segments" ]; then segment_sets+=("${dset}"); else plain_sets+=("${dset}"); fi
@@ -606,17 +661,17 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
             passes+=("${work}")
             for dset in "${plain_sets[@]}"; do
                 awk -v s="${dset}" '{ print s "/" $0 }' "${datadir}/${dset}/wav.scp"
-            done > "${work}/wav.scp"
+            done > "${new}/wav.scp"
         fi
         if [ "${#segment_sets[@]}" -gt 0 ]; then
             passes+=("${work}/segment_sets")
-            mkdir -p "${work}/segment_sets"
+            mkdir -p "${new}/segment_sets"
             for dset in "${segment_sets[@]}"; do
                 awk -v s="${dset}" '{ print s "/" $0 }' "${datadir}/${dset}/wav.scp"
-            done > "${work}/segment_sets/wav.scp"
+            done > "${new}/segment_sets/wav.scp"
             for dset in "${segment_sets[@]}"; do
                 awk -v s="${dset}" '{ print s "/" $1, s "/" $2, $3, $4 }' "${datadir}/${dset}/segments"
-            done > "${work}/segment_sets/segments"
+            done > "${new}/segment_sets/segments"
         fi
         if [ "${inference_tool}" = greedy_ctc ]; then
             decoder=(-m espnet_omni.bin.asr_inference_ctc --batch_size 16)
@@ -648,7 +703,7 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
                 case "${arg}" in */config.yaml) continue ;; esac
                 if [ -f "${arg}" ]; then cksum < "${arg}"; else echo "${arg}"; fi
             done
-            for list in "${work}/wav.scp" "${work}/segment_sets/wav.scp" "${work}/segment_sets/segments"; do
+            for list in "${new}/wav.scp" "${new}/segment_sets/wav.scp" "${new}/segment_sets/segments"; do
                 [ ! -f "${list}" ] || cat "${list}"
             done
             } | cksum)
@@ -656,23 +711,43 @@ if [ "${stage}" -le 7 ] && [ "${stop_stage}" -ge 7 ]; then
         for dset in "${test_list[@]}"; do [ -f "${dir}/${dset}/text" ] || kept=false; done
         if "${kept}" && [ "$(cat "${dir}/signature" 2>/dev/null)" = "${signature}" ]; then
             log "Stage 7: ${dir} is decoded from the same model and settings; kept"
-            rm -rf "${work}"
+            rm -rf "${work}" "${new}"
             continue
         fi
+        # The jobs' key lists follow from the lists (in the signature) and the job count.
+        job_signature="${signature} ${inference_nj}"
+        if [ "$(cat "${work}/job_signature" 2>/dev/null)" = "${job_signature}" ]; then
+            rm -rf "${new}"
+        else
+            rm -rf "${work}"
+            mv "${new}" "${work}"
+            echo "${job_signature}" > "${work}/job_signature"
+        fi
+        texts=()
         for pass in "${passes[@]}"; do
             parts=$(split_keys "$(keys_of "${pass}")" "${pass}/logdir" "${inference_nj}")
+            finished=()
+            for n in $(seq 1 "${parts}"); do
+                if [ -e "${pass}/logdir/asr_inference.${n}.done" ]; then
+                    finished+=("${n}")
+                else
+                    rm -rf "${pass}/logdir/output.${n}"  # what a failed or killed job left
+                fi
+                texts+=("${pass}/logdir/output.${n}/1best_recog/text")
+            done
+            if [ "${#finished[@]}" -gt 0 ]; then
+                log "Stage 7: ${pass}: jobs ${finished[*]} of ${parts} finished before; decoding the others"
+            fi
             # shellcheck disable=SC2086
-            run_jobs "${parts}" "${pass}/logdir/asr_inference.JOB.log" \
+            run_jobs --done "${pass}/logdir/asr_inference.JOB.done" "${parts}" "${pass}/logdir/asr_inference.JOB.log" \
                 "${gpu_of_job[@]}" ${python} "${decoder[@]}" --ngpu "${inference_ngpu}" \
                     --data_path_and_name_and_type "$(speech_of "${pass}")" \
                     --key_file "${pass}/logdir/keys.JOB.scp" \
                     --asr_train_config "${exp}/config.yaml" \
                     --asr_model_file "${exp}/${inference_model}" \
                     --output_dir "${pass}/logdir/output.JOB" ${inference_args}
-            for n in $(seq 1 "${parts}"); do
-                cat "${pass}/logdir/output.${n}/1best_recog/text"
-            done
-        done > "${work}/text"
+        done
+        cat "${texts[@]}" > "${work}/text"
         for dset in "${test_list[@]}"; do
             mkdir -p "${work}/${dset}"
             awk -v p="${dset}/" 'index($0, p) == 1 { print substr($0, length(p) + 1) }' \
