@@ -26,6 +26,9 @@ export PYTHONUNBUFFERED=1
   echo '```'
   start=$SECONDS
   timeout 150 "$python" -m pytest -q -p no:cacheprovider --noconftest -rs tests/test_moe_cuda.py 2>&1 | tail -n 60
+  # bf16 and fp16 (gradient scaler) autocast training on adversarial batches
+  timeout 120 "$python" -m pytest -q -p no:cacheprovider --noconftest -rs -k cuda \
+    tests/test_model_numerics.py::test_autocast_training_stays_finite_on_adversarial_batches 2>&1 | tail -n 30
   echo '```'
   echo "($((SECONDS - start)) s)"
   echo

@@ -37,39 +37,60 @@ def adversarial_batches():
     ]
 
 
+AUTOCAST = [
+    ("cpu", torch.bfloat16),
+    pytest.param("cuda", torch.bfloat16, marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_report.sh runs it)")),
+    pytest.param("cuda", torch.float16, marks=pytest.mark.skipif(
+        not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_report.sh runs it)")),
+]
+
+
+@pytest.mark.parametrize("device, dtype", AUTOCAST)
 @pytest.mark.parametrize("config", ["omni_router", "switch"])
-def test_bf16_autocast_training_stays_finite_on_adversarial_batches(config):
-    """CPU bf16 autocast, the router in float32: every loss, gradient and updated weight is
-    finite, and the model still learns (the loss of a repeated batch goes down)."""
+def test_autocast_training_stays_finite_on_adversarial_batches(config, device, dtype):
+    """Autocast training as ESPnet's --use_amp runs it (fp16 with a gradient scaler), the
+    router in float32: every loss and updated weight is finite, every gradient too where no
+    scaler may skip a step (fp16: at most 3 steps skipped for overflow), and the model still
+    learns (the loss of a repeated batch goes down)."""
     torch.manual_seed(0)
-    model = build_model_from_config(CONF / "tiny" / f"{config}.yaml", 30, device="cpu").train()
+    model = build_model_from_config(CONF / "tiny" / f"{config}.yaml", 30, device=device).train()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(device) if dtype == torch.float16 else None
     router_dtypes = set()
     for router in model.encoder.routers:
         router.register_forward_hook(lambda m, i, out: router_dtypes.add(out.probs.dtype))
+
+    def step(batch):
+        optimizer.zero_grad()
+        with torch.autocast(device, dtype=dtype):
+            loss, stats, _ = model(*(t.to(device) for t in batch))
+        if scaler is None:
+            loss.backward()
+            optimizer.step()
+        else:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        return loss, stats
+
+    skipped = 0
     for name, *b in adversarial_batches():
         for _ in range(2):
-            optimizer.zero_grad()
             router_dtypes.clear()
-            with torch.autocast("cpu", dtype=torch.bfloat16):
-                loss, stats, _ = model(*b)
+            scale = scaler.get_scale() if scaler else None
+            loss, stats = step(b)
             assert torch.isfinite(loss), (name, stats)
             assert stats["loss_nonfinite"] == 0
             assert router_dtypes == {torch.float32}, name
-            loss.backward()
-            for pname, p in model.named_parameters():
-                assert p.grad is None or torch.isfinite(p.grad).all(), (name, pname)
-            optimizer.step()
+            if scaler is None:
+                for pname, p in model.named_parameters():
+                    assert p.grad is None or torch.isfinite(p.grad).all(), (name, pname)
+            else:
+                skipped += scaler.get_scale() < scale
+    assert skipped <= 3
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    speech, lengths, text, text_lengths = adversarial_batches()[1][1:]
-    losses = []
-    for _ in range(8):
-        optimizer.zero_grad()
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            loss = model(speech, lengths, text, text_lengths)[0]
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    losses = [step(adversarial_batches()[1][1:])[0].item() for _ in range(8)]
     assert losses[-1] < losses[0], losses
 
 
