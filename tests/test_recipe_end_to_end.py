@@ -242,13 +242,19 @@ def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
     assert "smoke/study/seed0/asr_omni_router/decode_ctc_lm_lm_rnn_valid.cer_ctc.best is decoded from the same " \
         "model and settings; kept" in proc.stdout
 
+    # What the report read of each seed, kept for when the seed folders are gone.
+    assert sorted(p.name for p in (study / "summaries").iterdir()) == ["seed0.json.gz", "seed1.json.gz"]
+
     # An ablation: the Omni-router alone, with router jitter and training noise, seed 1 against
-    # the baseline's seed 1; Switch and the dense twin are the baseline's.
+    # the baseline's seed 1, here a baseline kept as summaries only; Switch and the dense twin
+    # are the baseline's.
+    kept = root / "kept_baseline"
+    shutil.copytree(study / "summaries", kept / "summaries")
     (root / "conf" / "ablation" / "noisy_jitter.yaml").write_text(
         "models: [omni_router]\nconfig:\n  encoder_conf:\n    router_jitter: 0.01\n"
         "  noise_scp: data/noise/wav.scp\n  noise_apply_prob: 0.5\n  noise_db_range: \"0_10\"\n")
     proc = subprocess.run(["./run_study.sh", "--smoke", "true", "--python", sys.executable, "--seeds", "1",
-                           "--ablation", "conf/ablation/noisy_jitter.yaml"],
+                           "--ablation", "conf/ablation/noisy_jitter.yaml", "--baseline_dir", str(kept)],
                           cwd=root, capture_output=True, text=True, timeout=2400,
                           env=dict(os.environ, PYTHONUNBUFFERED="1"))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

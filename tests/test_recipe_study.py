@@ -2,8 +2,12 @@
 intervals over seeds, verdicts, the report and its pictures."""
 
 import datetime
+import gzip
 import json
+import shutil
 import statistics
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,9 +20,12 @@ from espnet_omni.recipe.study import (
     read_curves,
     read_epoch_results,
     read_seed,
+    read_seed_summary,
     read_study,
     study_report,
+    summary_path,
     t_interval,
+    write_seed_summary,
 )
 
 MODELS = ["dense_transformer", "switch", "omni_router"]
@@ -135,9 +142,11 @@ def test_ablation_report_against_the_baseline_seed_by_seed(tmp_path):
         make_seed(ablation, seed, {"switch": {"test_clean": 20, "test_noise": 80},
                                    "omni_router": {"test_clean": 20, "test_noise": 76 - 2 * seed}},
                   {"switch": 30.0, "omni_router": 29.0}, nmi={"switch": 0.1, "omni_router": 0.6})
-    with pytest.raises(FileNotFoundError, match=r"no baseline run of seed\(s\) \[2\]"):
+    with pytest.raises(FileNotFoundError, match=r"baseline: .*study: no run of seed 2 \(neither seed2/ nor "
+                                                r"summaries/seed2.json.gz"):
         read_study(ablation, [0, 1, 2], MODELS, SETS, baseline)
-    runs, baseline_runs = read_study(ablation, [0, 1], MODELS, SETS, baseline)
+    runs, baseline_runs, from_folders = read_study(ablation, [0, 1], MODELS, SETS, baseline)
+    assert from_folders == [0, 1]
     assert [r.from_baseline for r in runs] == [("dense_transformer",)] * 2
     assert baseline_runs[0].from_baseline == ()
     report = study_report(runs, MODELS, SETS, ["test_clean"], "omni_router", DECODE, None, 200,
@@ -154,3 +163,95 @@ def test_ablation_report_against_the_baseline_seed_by_seed(tmp_path):
     assert rows["switch"][1].startswith("+0.00 [+0.00, +0.00] (baseline 40)")
     # Within the ablation, the baseline's dense twin is the comparison's dense model.
     assert "- vs dense_transformer: -2.50" in report
+
+
+def make_report(study_dir, seeds, *extra):
+    return subprocess.run([sys.executable, "-m", "espnet_omni.bin.make_study_report", "--study_dir", str(study_dir),
+                           "--seeds", *map(str, seeds), "--resamples", "200", *extra],
+                          capture_output=True, text=True)
+
+
+def three_seeds(root):
+    for seed in range(3):
+        make_seed(root, seed, {"dense_transformer": {"test_clean": 20 + seed, "test_noise": 80},
+                               "switch": {"test_clean": 21, "test_noise": 78 - seed},
+                               "omni_router": {"test_clean": 19, "test_noise": 76 + seed}},
+                  {"dense_transformer": 30.0, "switch": 29.5, "omni_router": 28.0 + seed},
+                  nmi={"switch": 0.1, "omni_router": 0.5 + 0.01 * seed},
+                  noise_changed={"switch": 0.4, "omni_router": 0.3 + 0.01 * seed})
+
+
+def test_seed_summary_holds_what_the_report_reads(tmp_path):
+    three_seeds(tmp_path)
+    run = read_seed(tmp_path / "seed1", 1, MODELS, SETS)
+    run.routing["models"]["omni_router"]["per_layer"] = [[0.5] * 4] * 6  # analysed, not reported
+    path = write_seed_summary(tmp_path / "summaries" / "seed1.json.gz", run, SETS, ["test_clean"])
+    again, sets, in_domain = read_seed_summary(path)
+    assert (sets, in_domain) == (SETS, ["test_clean"])
+    assert again.seed == 1 and again.from_baseline == ()
+    assert again.errors == run.errors  # every utterance
+    assert json.dumps(again.curves, sort_keys=True) == json.dumps(run.curves, sort_keys=True)  # NaN as NaN
+    assert again.routing["models"]["omni_router"] == {
+        "agreement": {"mean_offdiagonal": {"nmi": 0.51}}, "noise": run.routing["models"]["omni_router"]["noise"]}
+    # The same results, the same bytes (the file can be kept in version control).
+    first = path.read_bytes()
+    write_seed_summary(path, again, sets, in_domain)
+    assert path.read_bytes() == first
+
+
+def test_summary_of_a_broken_file_or_another_format_is_named(tmp_path):
+    path = tmp_path / "seed0.json.gz"
+    path.write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="seed0.json.gz: not a study summary"):
+        read_seed_summary(path)
+    path.write_bytes(gzip.compress(json.dumps({"format": 99}).encode()))
+    with pytest.raises(ValueError, match="seed0.json.gz: summary format 99, this version reads 1"):
+        read_seed_summary(path)
+    proc = make_report(tmp_path, [0], "--sets", "test_clean", "--in_domain", "test_clean")
+    assert proc.returncode == 1 and "no run of seed 0" in proc.stderr
+    (tmp_path / "summaries").mkdir()
+    path.rename(tmp_path / "summaries" / "seed0.json.gz")
+    proc = make_report(tmp_path, [0])
+    assert proc.returncode == 1 and "summaries/seed0.json.gz: summary format 99" in proc.stderr
+
+
+def test_report_is_made_again_from_the_summaries_alone(tmp_path):
+    study = tmp_path / "study"
+    three_seeds(study)
+    proc = make_report(study, [0, 1, 2])
+    assert proc.returncode == 0, proc.stderr
+    report, curves = (study / "REPORT.md").read_text(), (study / "learning_curves.png").read_bytes()
+    assert "| lower out-of-domain WER than dense_transformer |" in report
+    assert sorted(p.name for p in (study / "summaries").iterdir()) == [f"seed{s}.json.gz" for s in range(3)]
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    shutil.copytree(study / "summaries", kept / "summaries")
+    (study / "REPORT.md").unlink()
+    proc = make_report(kept, [0, 1, 2])  # no seed folders, no RESULTS.md
+    assert proc.returncode == 0, proc.stderr
+    assert (kept / "REPORT.md").read_text() == report
+    assert (kept / "learning_curves.png").read_bytes() == curves
+    assert sorted(p.name for p in (kept / "summaries").iterdir()) == [f"seed{s}.json.gz" for s in range(3)]
+
+
+def test_ablation_against_a_baseline_kept_as_summaries(tmp_path):
+    baseline, ablation = tmp_path / "study", tmp_path / "study" / "jitter"
+    three_seeds(baseline)
+    assert make_report(baseline, [0, 1]).returncode == 0
+    for seed in range(2):
+        shutil.rmtree(baseline / f"seed{seed}")
+        make_seed(ablation, seed, {"switch": {"test_clean": 21, "test_noise": 78 - seed},
+                                   "omni_router": {"test_clean": 19, "test_noise": 74}},
+                  {"switch": 29.5, "omni_router": 27.0}, nmi={"switch": 0.1, "omni_router": 0.6})
+    proc = make_report(ablation, [0, 1], "--baseline_dir", str(baseline))
+    assert proc.returncode == 0, proc.stderr
+    report = (ablation / "REPORT.md").read_text()
+    assert "dense_transformer: the baseline's own runs." in report
+    # Omni-router out of domain: 76 and 77 errors of 200 words in the baseline, 74 here.
+    assert "| omni_router | +0.00 [+0.00, +0.00] (baseline 9.5) | -1.25 [-4.43, +1.93] (baseline 38.2) |" in report
+    # The ablation's summaries keep the baseline's dense twin they were compared with.
+    run, _, _ = read_seed_summary(summary_path(ablation, 1))
+    assert run.from_baseline == ("dense_transformer",) and "dense_transformer" in run.errors[DECODE]
+    shutil.rmtree(baseline / "seed2")  # the baseline has neither a folder nor a summary of seed 2
+    proc = make_report(ablation, [0, 1, 2], "--baseline_dir", str(baseline))
+    assert proc.returncode == 1 and f"ERROR: baseline: {baseline}: no run of seed 2" in proc.stderr

@@ -6,10 +6,13 @@
         [--baseline_dir study]   # for an ablation in study/<name>
 
 Reads ``<study_dir>/seed<N>/`` (training statistics, scores of every decoding, routing.json) and
-writes ``<study_dir>/REPORT.md`` and ``<study_dir>/learning_curves.png``. The test sets and the
-in-domain ones default to the columns of the first seed's RESULTS.md. With ``--baseline_dir``
-(an ablation), a model missing from a seed's folder is the baseline's of that seed, and the
-report starts with each changed model against the baseline's.
+writes ``<study_dir>/REPORT.md``, ``<study_dir>/learning_curves.png`` and, for each seed read
+there, ``<study_dir>/summaries/seed<N>.json.gz``: what the report read of the seed, from which the
+report is made again when ``seed<N>/`` is gone. The test sets and the in-domain ones default to
+the columns of the first seed's RESULTS.md (or those of its summary). With ``--baseline_dir``
+(an ablation), a model missing from a seed's folder is the baseline's of that seed (from the
+baseline's folders or summaries), and the report starts with each changed model against the
+baseline's.
 """
 
 import argparse
@@ -34,18 +37,29 @@ def main(cmd=None) -> None:
     args = parser.parse_args(cmd)
 
     from espnet_omni.recipe.results import read_results_table
-    from espnet_omni.recipe.study import complete_decodes, draw_learning_curves, read_study, study_report
+    from espnet_omni.recipe.study import (complete_decodes, draw_learning_curves, read_seed_summary, read_study,
+                                          study_report, summary_path, write_seed_summary)
+    from espnet_omni.whole_file import write_text_whole
 
     if args.sets is None or args.in_domain is None:
         results_md = args.study_dir / f"seed{args.seeds[0]}" / "RESULTS.md"
-        if not results_md.exists():
-            sys.exit(f"ERROR: {results_md}: missing; name the test sets with --sets and --in_domain")
-        cols, _ = read_results_table(results_md.read_text())
-        args.sets = args.sets or [c.set_id for c in cols]
-        args.in_domain = args.in_domain if args.in_domain is not None else [c.set_id for c in cols if c.in_domain]
+        summary = summary_path(args.study_dir, args.seeds[0])
+        if results_md.exists():
+            cols, _ = read_results_table(results_md.read_text())
+            sets, in_domain = [c.set_id for c in cols], [c.set_id for c in cols if c.in_domain]
+        elif summary.exists():
+            try:
+                _, sets, in_domain = read_seed_summary(summary)
+            except ValueError as err:
+                sys.exit(f"ERROR: {err}")
+        else:
+            sys.exit(f"ERROR: {results_md}: missing (and {summary}); name the test sets with --sets and --in_domain")
+        args.sets = args.sets or sets
+        args.in_domain = args.in_domain if args.in_domain is not None else in_domain
     try:
-        runs, baseline_runs = read_study(args.study_dir, args.seeds, args.models, args.sets, args.baseline_dir)
-    except FileNotFoundError as err:
+        runs, baseline_runs, from_folders = read_study(args.study_dir, args.seeds, args.models, args.sets,
+                                                       args.baseline_dir)
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f"ERROR: {err}")
     decodes = complete_decodes(runs + (baseline_runs or []), args.models)
     if not decodes:
@@ -58,7 +72,10 @@ def main(cmd=None) -> None:
     title = f"The ablation {args.study_dir.name}" if args.baseline_dir else None
     report = study_report(runs, args.models, args.sets, args.in_domain, args.focus, primary,
                           curves.name, args.resamples, baseline_runs, title)
-    (args.study_dir / "REPORT.md").write_text(report)
+    write_text_whole(args.study_dir / "REPORT.md", report)
+    for run in runs:
+        if run.seed in from_folders:
+            write_seed_summary(summary_path(args.study_dir, run.seed), run, args.sets, args.in_domain)
     print(report)
 
 

@@ -5,9 +5,13 @@ on each of the paper's claims.
 A study folder holds ``seed<N>/`` experiment folders as ``run_study.sh`` makes them:
 ``asr_<model>/checkpoint.pth`` (whose reporter holds ESPnet's per-epoch results; else
 ``train.log``), ``asr_<model>/<decode>/<set>/score_wer/utt_errors.tsv`` (the scoring stage) and
-``routing/routing.json`` (the routing analysis).
+``routing/routing.json`` (the routing analysis). ``summaries/seed<N>.json.gz`` holds what the
+report reads of a seed in a few hundred KB (:func:`write_seed_summary`), so that the report can be
+made again, and an ablation compared with the baseline, once the experiment folders are gone.
 """
 
+import gzip
+import json
 import math
 import numbers
 import re
@@ -17,7 +21,8 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from espnet_omni.recipe.results import macro_wer, paired_bootstrap
-from espnet_omni.recipe.scoring import read_utt_errors, wer
+from espnet_omni.recipe.scoring import UttErrors, read_utt_errors, wer
+from espnet_omni.whole_file import open_whole
 
 EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
 
@@ -140,20 +145,107 @@ def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[s
     return SeedRun(seed, errors, curves, routing, tuple(from_baseline))
 
 
+SUMMARY_FORMAT = 1
+
+
+def summary_path(study_dir: Path, seed: int) -> Path:
+    return Path(study_dir) / "summaries" / f"seed{seed}.json.gz"
+
+
+def write_seed_summary(path: Path, run: SeedRun, sets: Sequence[str], in_domain: Sequence[str]) -> Path:
+    """Write what the report reads of ``run``: per decoding, model and set each utterance's
+    (reference words, substitutions, deletions, insertions), the per-epoch results, and of the
+    routing analysis each model's layer agreement and noise pairs. Gzipped JSON with a fixed
+    header time, so that the same results give the same bytes."""
+    utt_ids: Dict[str, List[str]] = {}
+    errors: Dict[str, Dict[str, Dict[str, list]]] = {}
+    for decode, by_model in run.errors.items():
+        for model, by_set in by_model.items():
+            for test_set, utts in by_set.items():
+                ids = utt_ids.setdefault(test_set, [u.utt_id for u in utts])
+                if [u.utt_id for u in utts] != ids:
+                    raise ValueError(f"seed {run.seed}: {decode} of {model} scored other utterances of {test_set}")
+                errors.setdefault(decode, {}).setdefault(model, {})[test_set] = [
+                    [u.ref_words, u.sub, u.dele, u.ins] for u in utts]
+    routing = None
+    if run.routing is not None:
+        routing = {"models": {}}
+        for model, analysed in run.routing.get("models", {}).items():
+            kept = {key: analysed[key] for key in ("agreement", "noise") if key in analysed}
+            if "agreement" in kept:
+                kept["agreement"] = {"mean_offdiagonal": kept["agreement"].get("mean_offdiagonal", {})}
+            routing["models"][model] = kept
+    summary = {"format": SUMMARY_FORMAT, "seed": run.seed, "sets": list(sets), "in_domain": list(in_domain),
+               "from_baseline": list(run.from_baseline), "utt_ids": utt_ids, "errors": errors,
+               "curves": {model: {str(epoch): phases for epoch, phases in curve.items()}
+                          for model, curve in run.curves.items()},
+               "routing": routing}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open_whole(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as z:
+        z.write(json.dumps(summary, sort_keys=True, separators=(",", ":")).encode())
+    return path
+
+
+def read_seed_summary(path: Path) -> Tuple[SeedRun, List[str], List[str]]:
+    """(the seed's results, its test sets, the in-domain ones) from :func:`write_seed_summary`'s file."""
+    try:
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            summary = json.load(f)
+    except (OSError, EOFError, ValueError) as err:
+        raise ValueError(f"{path}: not a study summary ({err})") from None
+    if summary.get("format") != SUMMARY_FORMAT:
+        raise ValueError(f"{path}: summary format {summary.get('format')}, this version reads {SUMMARY_FORMAT}")
+    ids = summary["utt_ids"]
+    errors = {decode: {model: {s: [UttErrors(u, *counts) for u, counts in zip(ids[s], rows)]
+                               for s, rows in by_set.items()}
+                       for model, by_set in by_model.items()}
+              for decode, by_model in summary["errors"].items()}
+    curves = {model: {int(epoch): phases for epoch, phases in curve.items()}
+              for model, curve in summary["curves"].items()}
+    run = SeedRun(summary["seed"], errors, curves, summary["routing"], tuple(summary["from_baseline"]))
+    return run, summary["sets"], summary["in_domain"]
+
+
+def read_seed_or_summary(study_dir: Path, seed: int, models: Sequence[str], sets: Sequence[str],
+                         baseline: Optional[SeedRun] = None) -> Tuple[SeedRun, bool]:
+    """A seed of ``study_dir`` from its experiment folder ``seed<N>/``, else from its summary;
+    with whether it came from the folder.
+
+    Raises:
+        FileNotFoundError: the study has neither.
+    """
+    seed_dir = Path(study_dir) / f"seed{seed}"
+    if seed_dir.is_dir():
+        return read_seed(seed_dir, seed, models, sets, baseline), True
+    summary = summary_path(study_dir, seed)
+    if summary.is_file():
+        return read_seed_summary(summary)[0], False
+    raise FileNotFoundError(f"{study_dir}: no run of seed {seed} (neither seed{seed}/ nor "
+                            f"{summary.relative_to(study_dir)}; run run_study.sh with that seed first)")
+
+
 def read_study(study_dir: Path, seeds: Sequence[int], models: Sequence[str], sets: Sequence[str],
-               baseline_dir: Optional[Path] = None) -> Tuple[List[SeedRun], Optional[List[SeedRun]]]:
+               baseline_dir: Optional[Path] = None) -> Tuple[List[SeedRun], Optional[List[SeedRun]], List[int]]:
     """The seeds of ``study_dir``, and for an ablation (``baseline_dir``) the baseline study's
-    same seeds, whose models stand in for those the ablation did not train."""
-    if baseline_dir is None:
-        return [read_seed(study_dir / f"seed{seed}", seed, models, sets) for seed in seeds], None
-    missing = [seed for seed in seeds if not (baseline_dir / f"seed{seed}").is_dir()]
-    if missing:
-        raise FileNotFoundError(f"{baseline_dir}: no baseline run of seed(s) {missing} "
-                                "(run run_study.sh with those seeds first)")
-    baseline_runs = [read_seed(baseline_dir / f"seed{seed}", seed, models, sets) for seed in seeds]
-    runs = [read_seed(study_dir / f"seed{seed}", seed, models, sets, baseline)
-            for seed, baseline in zip(seeds, baseline_runs)]
-    return runs, baseline_runs
+    same seeds, whose models stand in for those the ablation did not train; each seed from its
+    experiment folder, else from its summary. Third: the seeds read from their folders."""
+    baseline_runs = None
+    if baseline_dir is not None:
+        baseline_runs = []
+        for seed in seeds:
+            try:
+                baseline_runs.append(read_seed_or_summary(baseline_dir, seed, models, sets)[0])
+            except FileNotFoundError as err:
+                raise FileNotFoundError(f"baseline: {err}") from None
+    runs, from_folders = [], []
+    for i, seed in enumerate(seeds):
+        run, from_folder = read_seed_or_summary(study_dir, seed, models, sets,
+                                                baseline_runs[i] if baseline_runs else None)
+        runs.append(run)
+        if from_folder:
+            from_folders.append(seed)
+    return runs, baseline_runs, from_folders
 
 
 def complete_decodes(runs: Sequence[SeedRun], models: Sequence[str]) -> List[str]:

@@ -13,13 +13,15 @@
 #   ./run_study.sh --smoke true --seeds "0 1"       # tiny models on the tiny corpus, under smoke/
 # An ablation (conf/ablation/*.yaml: the models it changes and their config options) trains
 # those models for every seed, seed 0 included, into study/<name>/ and reports them against the
-# baseline study's seeds, whose other models it shares. --asr_args "..." adds options to every
-# training (use it with its own --study_dir). Options not listed here go to run.sh (and asr.sh)
-# for every seed.
+# baseline study's seeds, whose other models it shares: study/ (the seed folders, or the
+# summaries/ that make_study_report keeps of them), or --baseline_dir DIR (e.g. ../../../docs/study,
+# the repository's). --asr_args "..." adds options to every training (use it with its own
+# --study_dir). Options not listed here go to run.sh (and asr.sh) for every seed.
 set -euo pipefail
 
 seeds="0 1 2"
 study_dir=
+baseline_dir=
 ablation=
 asr_args=
 main_exp=exp          # run.sh's --expdir: seed 0 and what the seeds share
@@ -32,6 +34,7 @@ while [ $# -gt 0 ]; do
     case "$1" in
         --seeds) seeds=$2; shift 2 ;;
         --study_dir) study_dir=$2; shift 2 ;;
+        --baseline_dir) baseline_dir=$2; shift 2 ;;
         --ablation) ablation=$2; shift 2 ;;
         --asr_args) asr_args=$2; shift 2 ;;
         --expdir) main_exp=$2; shift 2 ;;
@@ -45,8 +48,9 @@ while [ $# -gt 0 ]; do
 done
 if [ "${smoke}" = true ] && [ "${main_exp}" = exp ]; then main_exp=smoke/exp; fi  # as asr.sh
 if [ "${smoke}" = true ] && [ "${config_dir}" = conf ]; then config_dir=../../../conf/tiny; fi
-baseline_dir=$(dirname "${main_exp}")/study
-baseline_dir=${baseline_dir#./}
+study_root=$(dirname "${main_exp}")/study
+study_root=${study_root#./}
+baseline_dir=${baseline_dir:-${study_root}}
 for seed in ${seeds}; do
     [[ "${seed}" =~ ^[0-9]+$ ]] || { echo "$0: --seeds must list non-negative integers, got '${seed}'" >&2; exit 1; }
 done
@@ -57,7 +61,7 @@ train_models=${models}
 report_args=()
 if [ -n "${ablation}" ]; then
     [ -f "${ablation}" ] || { echo "$0: --ablation ${ablation}: no such file (see conf/ablation/)" >&2; exit 1; }
-    study_dir=${study_dir:-${baseline_dir}/$(basename "${ablation}" .yaml)}
+    study_dir=${study_dir:-${study_root}/$(basename "${ablation}" .yaml)}
     study_dir=${study_dir#./}
     # The generated corpus's training noise, for ablations that add noise (train_noise.yaml).
     if grep -q "data/noise/wav.scp" "${ablation}" && [ ! -f data/noise/wav.scp ]; then
@@ -74,7 +78,7 @@ if [ -n "${ablation}" ]; then
     # The models the ablation leaves alone are the baseline's, seed by seed.
     report_args=(--baseline_dir "${baseline_dir}" --models ${models})
 fi
-study_dir=${study_dir:-${baseline_dir}}
+study_dir=${study_dir:-${study_root}}
 study_dir=${study_dir#./}
 
 # The baseline's seed 0 (run.sh's own models) and everything the seeds share: data, BPE model,
