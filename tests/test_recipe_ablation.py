@@ -132,3 +132,24 @@ def test_command_prints_the_models_alone_and_names_a_bad_file(tmp_path):
     assert proc.returncode == 1 and proc.stdout == ""
     assert re.search(r"ERROR: .*bad\.yaml:4: not valid YAML", proc.stderr), proc.stderr
     assert not (tmp_path / "bad_conf").exists()
+
+
+def test_only_some_of_the_ablations_models(tmp_path):
+    import subprocess
+    import sys
+
+    configs = [str(CONFIG_OF[m]) for m in MODELS]
+    jitter = RECIPE_CONF / "ablation" / "jitter.yaml"
+    command = [sys.executable, "-m", "espnet_omni.bin.make_ablation_configs", "--ablation", str(jitter),
+               "--configs", *configs]
+    proc = subprocess.run(command + ["--output_dir", str(tmp_path / "conf"), "--only", "omni_router"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "omni_router\n"
+    assert [p.name for p in (tmp_path / "conf").iterdir()] == ["train_asr_omni_router.yaml"]
+    # A model the ablation does not change is refused, and nothing is written.
+    proc = subprocess.run(command + ["--output_dir", str(tmp_path / "dense_conf"), "--only", "dense_transformer"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and proc.stdout == ""
+    assert "jitter.yaml: changes ['switch', 'omni_router'], not ['dense_transformer']" in proc.stderr
+    assert not (tmp_path / "dense_conf").exists()

@@ -266,7 +266,7 @@ def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
     assert len((root / "data" / "noise" / "wav.scp").read_text().splitlines()) == 12
     assert digest(ablation / "asr_omni_router" / "valid.cer_ctc.best.pth") != digest(seed1 / "valid.cer_ctc.best.pth")
     report = (study / "noisy_jitter" / "REPORT.md").read_text()
-    assert report.startswith("# The ablation noisy_jitter over 1 training seeds (1)")
+    assert report.startswith("# The ablation noisy_jitter over 1 training seed (1)")
     against = report.split("## Against the baseline")[1].split("\n## ")[0]
     assert "| omni_router | " in against and "| switch |" not in against
     assert "dense_transformer, switch: the baseline's own runs." in against

@@ -112,6 +112,9 @@ def test_report_over_seeds(tmp_path):
     png = draw_learning_curves(runs, MODELS, tmp_path / "learning_curves.png")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = study_report(runs, MODELS, SETS, ["test_clean"], "omni_router", DECODE, png.name, resamples=200)
+    assert report.startswith("# The comparison over 3 training seeds (0, 1, 2)\n")
+    assert study_report(runs[:1], MODELS, SETS, ["test_clean"], "omni_router", DECODE, None,
+                        resamples=200).startswith("# The comparison over 1 training seed (0)\n")
     # WER per set: mean (sd) over seeds; dense's test_clean 10, 10.5, 11 %.
     assert "| dense_transformer | 10.50 (0.50) | 40.00 (0.00) |" in report
     assert "| omni_router | 10.00 (0.00) | 38.00 (0.00) | **10.00 (0.00)** | **38.00 (0.00)** |" in report

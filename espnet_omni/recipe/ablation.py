@@ -14,7 +14,7 @@ value replaced), so an ablation names only what it changes. ``models`` defaults 
 """
 
 import copy
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -87,6 +87,14 @@ def check_training_options(config: Dict, source: Path) -> None:
     if unknown:
         hints = "".join(f"; '{key}': did you mean '{close}'?" for key, close in unknown.items() if close)
         raise AblationError(f"{source}: {sorted(unknown)} are not options of ESPnet's ASR training{hints}")
+
+
+def only_models(ablation: Ablation, models: Sequence[str]) -> Ablation:
+    """``ablation`` restricted to ``models``, each of which it must change."""
+    strangers = [m for m in models if m not in ablation.models]
+    if strangers:
+        raise AblationError(f"{ablation.path}: changes {ablation.models}, not {strangers}")
+    return replace(ablation, models=[m for m in ablation.models if m in models])
 
 
 def write_ablation_configs(ablation: Ablation, config_of: Dict[str, Path], output_dir: Path) -> List[Path]:

@@ -398,7 +398,8 @@ def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[
     same seeds) first its changed models against the baseline's."""
     seeds = ", ".join(str(r.seed) for r in runs)
     out_of_domain = [s for s in sets if s not in in_domain] or list(sets)
-    lines = [f"# {title or 'The comparison'} over {len(runs)} training seeds ({seeds})", ""]
+    seed_word = "seeds" if len(runs) > 1 else "seed"
+    lines = [f"# {title or 'The comparison'} over {len(runs)} training {seed_word} ({seeds})", ""]
     if baseline_runs is not None:
         shared = sorted({m for r in runs for m in r.from_baseline})
         lines += ["## Against the baseline", "",

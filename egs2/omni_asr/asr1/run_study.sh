@@ -10,19 +10,21 @@
 #   ./run_study.sh                                  # seeds 0 1 2
 #   ./run_study.sh --seeds "0 1 2 3 4"
 #   ./run_study.sh --ablation conf/ablation/jitter.yaml --seeds "0 1"   # -> study/jitter/
+#   ./run_study.sh --ablation conf/ablation/jitter.yaml --ablation_models omni_router  # one model
 #   ./run_study.sh --smoke true --seeds "0 1"       # tiny models on the tiny corpus, under smoke/
 # An ablation (conf/ablation/*.yaml: the models it changes and their config options) trains
 # those models for every seed, seed 0 included, into study/<name>/ and reports them against the
 # baseline study's seeds, whose other models it shares: study/ (the seed folders, or the
-# summaries/ that make_study_report keeps of them), or --baseline_dir DIR (e.g. ../../../docs/study,
-# the repository's). --asr_args "..." adds options to every training (use it with its own
-# --study_dir). Options not listed here go to run.sh (and asr.sh) for every seed.
+# summaries/ that make_study_report keeps of them), or --baseline_dir DIR (e.g.
+# ../../../docs/study/epyc, the repository's summaries). --asr_args "..." adds options to every
+# training (use it with its own --study_dir). Options not listed here go to run.sh for every seed.
 set -euo pipefail
 
 seeds="0 1 2"
 study_dir=
 baseline_dir=
 ablation=
+ablation_models=
 asr_args=
 main_exp=exp          # run.sh's --expdir: seed 0 and what the seeds share
 models="dense_transformer switch omni_router"
@@ -36,13 +38,14 @@ while [ $# -gt 0 ]; do
         --study_dir) study_dir=$2; shift 2 ;;
         --baseline_dir) baseline_dir=$2; shift 2 ;;
         --ablation) ablation=$2; shift 2 ;;
+        --ablation_models) ablation_models=$2; shift 2 ;;
         --asr_args) asr_args=$2; shift 2 ;;
         --expdir) main_exp=$2; shift 2 ;;
         --models) models=$2; shift 2 ;;
         --asr_config_dir) config_dir=$2; shift 2 ;;
         --smoke) smoke=$2; passthrough+=("$1" "$2"); shift 2 ;;
         --python) python=$2; passthrough+=("$1" "$2"); shift 2 ;;
-        --help|-h) sed -n '2,19p' "$0"; exit 0 ;;
+        --help|-h) sed -n '2,20p' "$0"; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
     esac
 done
@@ -73,7 +76,7 @@ if [ -n "${ablation}" ]; then
         else configs+=("${config_dir}/${model}.yaml"); fi
     done
     train_models=$("${python}" -m espnet_omni.bin.make_ablation_configs --ablation "${ablation}" \
-        --configs "${configs[@]}" --output_dir "${study_dir}/conf")
+        --configs "${configs[@]}" --output_dir "${study_dir}/conf" ${ablation_models:+--only ${ablation_models}})
     config_dir=${study_dir}/conf
     # The models the ablation leaves alone are the baseline's, seed by seed.
     report_args=(--baseline_dir "${baseline_dir}" --models ${models})
