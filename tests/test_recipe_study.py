@@ -168,6 +168,24 @@ def test_ablation_report_against_the_baseline_seed_by_seed(tmp_path):
     assert "- vs dense_transformer: -2.50" in report
 
 
+def test_ablation_of_one_model_takes_the_others_routing_from_the_baseline(tmp_path):
+    baseline, ablation = tmp_path / "study", tmp_path / "study" / "jitter"
+    for seed in range(2):
+        make_seed(baseline, seed, {m: {"test_clean": 20, "test_noise": 80} for m in MODELS},
+                  {m: 30.0 for m in MODELS}, nmi={"switch": 0.1, "omni_router": 0.5},
+                  noise_changed={"switch": 0.4, "omni_router": 0.3})
+        make_seed(ablation, seed, {"omni_router": {"test_clean": 20, "test_noise": 78}}, {"omni_router": 29.0},
+                  nmi={"omni_router": 0.6 + 0.1 * seed}, noise_changed={"omni_router": 0.2})
+    runs, baseline_runs, _ = read_study(ablation, [0, 1], MODELS, SETS, baseline)
+    assert [r.from_baseline for r in runs] == [("dense_transformer", "switch")] * 2
+    report = study_report(runs, MODELS, SETS, ["test_clean"], "omni_router", DECODE, None, 200,
+                          baseline_runs, "The ablation jitter")
+    # The ablated Omni-router's layer agreement (0.6, 0.7) against the baseline's Switch (0.1).
+    assert "| more consistent routing across layers than switch (NMI of layer pairs) | +0.55 [" in report
+    assert "| switch | 40.00 (0.00) | 50.00 (0.00) | **45.00 (0.00)** |" in report
+    assert "omni_router minus switch: -20.00" in report
+
+
 def make_report(study_dir, seeds, *extra):
     return subprocess.run([sys.executable, "-m", "espnet_omni.bin.make_study_report", "--study_dir", str(study_dir),
                            "--seeds", *map(str, seeds), "--resamples", "200", *extra],

@@ -142,6 +142,12 @@ def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[s
         import json
 
         routing = json.loads(routing_json.read_text())
+    # The routing analysis covers the models trained here; the others' is the baseline's.
+    baseline_routing = ((baseline.routing or {}).get("models", {}) if baseline is not None else {})
+    for model in from_baseline:
+        if model in baseline_routing:
+            routing = routing or {"models": {}}
+            routing.setdefault("models", {})[model] = baseline_routing[model]
     return SeedRun(seed, errors, curves, routing, tuple(from_baseline))
 
 
