@@ -4,8 +4,9 @@
         --configs conf/train_asr_switch.yaml conf/train_asr_omni_router.yaml ... \\
         --output_dir study/jitter/conf [--only omni_router]
 
-``--only`` keeps those of the ablation's models (the others stay the baseline's). A config's model is its file name without ``train_asr_`` and ``.yaml``. Prints the ablation's
-models, space separated (run_study.sh trains those and takes the others from the baseline).
+A config's model is its file name without ``train_asr_`` and ``.yaml``; ``--only`` keeps those
+of the ablation's models. Prints the models to train, space separated (run_study.sh trains those
+and takes the others from the baseline).
 """
 
 import argparse

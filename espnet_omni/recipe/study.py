@@ -122,11 +122,21 @@ def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[s
     errors: Dict[str, Dict[str, Dict[str, list]]] = {}
     curves = {}
     from_baseline = []
+    routing_json = seed_dir / "routing" / "routing.json"
+    routing = None
+    if routing_json.exists():
+        import json
+
+        routing = json.loads(routing_json.read_text())
     for model in models:
         exp = seed_dir / f"asr_{model}"
         if not exp.exists() and baseline is not None:
             from_baseline.append(model)
             curves[model] = baseline.curves.get(model, {})
+            # The routing analysis covers the models trained here.
+            if model in (baseline.routing or {}).get("models", {}):
+                routing = routing or {}
+                routing.setdefault("models", {})[model] = baseline.routing["models"][model]
             for decode, by_model in baseline.errors.items():
                 if model in by_model:
                     errors.setdefault(decode, {})[model] = by_model[model]
@@ -136,18 +146,6 @@ def read_seed(seed_dir: Path, seed: int, models: Sequence[str], sets: Sequence[s
             found = {s: exp / decode / s / "score_wer" / "utt_errors.tsv" for s in sets}
             if all(path.exists() for path in found.values()):
                 errors.setdefault(decode, {})[model] = {s: read_utt_errors(p) for s, p in found.items()}
-    routing_json = seed_dir / "routing" / "routing.json"
-    routing = None
-    if routing_json.exists():
-        import json
-
-        routing = json.loads(routing_json.read_text())
-    # The routing analysis covers the models trained here; the others' is the baseline's.
-    baseline_routing = ((baseline.routing or {}).get("models", {}) if baseline is not None else {})
-    for model in from_baseline:
-        if model in baseline_routing:
-            routing = routing or {"models": {}}
-            routing.setdefault("models", {})[model] = baseline_routing[model]
     return SeedRun(seed, errors, curves, routing, tuple(from_baseline))
 
 
