@@ -218,6 +218,8 @@ def test_seed_summary_holds_what_the_report_reads(tmp_path):
     first = path.read_bytes()
     write_seed_summary(path, again, sets, in_domain)
     assert path.read_bytes() == first
+    # ... whatever the file's name or the writing process (no temporary file's name in the header).
+    assert write_seed_summary(tmp_path / "kept" / "s1.json.gz", again, sets, in_domain).read_bytes() == first
 
 
 def test_summary_of_a_broken_file_or_another_format_is_named(tmp_path):

@@ -186,7 +186,8 @@ def write_seed_summary(path: Path, run: SeedRun, sets: Sequence[str], in_domain:
                "routing": routing}
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open_whole(path, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0) as z:
+    # No name (GzipFile would store the temporary file's) and no time in the header: the same bytes.
+    with open_whole(path, "wb") as f, gzip.GzipFile(filename="", fileobj=f, mode="wb", mtime=0) as z:
         z.write(json.dumps(summary, sort_keys=True, separators=(",", ":")).encode())
     return path
 
