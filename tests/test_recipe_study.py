@@ -8,6 +8,7 @@ import shutil
 import statistics
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ from espnet_omni.recipe.results import read_results_table
 from espnet_omni.recipe.study import (
     complete_decodes,
     draw_learning_curves,
+    make_study_report,
     read_curves,
     read_epoch_results,
     read_seed,
@@ -278,3 +280,21 @@ def test_ablation_against_a_baseline_kept_as_summaries(tmp_path):
     shutil.rmtree(baseline / "seed2")  # the baseline has neither a folder nor a summary of seed 2
     proc = make_report(ablation, [0, 1, 2], "--baseline_dir", str(baseline))
     assert proc.returncode == 1 and f"ERROR: baseline: {baseline}: no run of seed 2" in proc.stderr
+
+
+DOCS_STUDY = Path(__file__).resolve().parents[1] / "docs" / "study"
+
+
+def kept_seeds(study_dir):
+    return sorted(int(p.name[len("seed"):-len(".json.gz")]) for p in (study_dir / "summaries").glob("seed*.json.gz"))
+
+
+def test_the_repositorys_study_reports_are_made_again_from_its_summaries(tmp_path):
+    """docs/study's reports, every number of them, are what its kept summaries give."""
+    kept = tmp_path / "study"
+    shutil.copytree(DOCS_STUDY / "summaries", kept / "summaries")
+    shutil.copytree(DOCS_STUDY / "jitter" / "summaries", kept / "jitter" / "summaries")
+    assert len(kept_seeds(kept)) >= 3
+    assert make_study_report(kept, kept_seeds(kept)) == (DOCS_STUDY / "REPORT.md").read_text()
+    ablation = make_study_report(kept / "jitter", kept_seeds(kept / "jitter"), baseline_dir=kept)
+    assert ablation == (DOCS_STUDY / "jitter" / "REPORT.md").read_text()

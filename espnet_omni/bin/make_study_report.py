@@ -36,46 +36,13 @@ def main(cmd=None) -> None:
                         help="the baseline study's folder, when --study_dir is an ablation")
     args = parser.parse_args(cmd)
 
-    from espnet_omni.recipe.results import read_results_table
-    from espnet_omni.recipe.study import (complete_decodes, draw_learning_curves, read_seed_summary, read_study,
-                                          study_report, summary_path, write_seed_summary)
-    from espnet_omni.whole_file import write_text_whole
+    from espnet_omni.recipe.study import make_study_report
 
-    if args.sets is None or args.in_domain is None:
-        results_md = args.study_dir / f"seed{args.seeds[0]}" / "RESULTS.md"
-        summary = summary_path(args.study_dir, args.seeds[0])
-        if results_md.exists():
-            cols, _ = read_results_table(results_md.read_text())
-            sets, in_domain = [c.set_id for c in cols], [c.set_id for c in cols if c.in_domain]
-        elif summary.exists():
-            try:
-                _, sets, in_domain = read_seed_summary(summary)
-            except ValueError as err:
-                sys.exit(f"ERROR: {err}")
-        else:
-            sys.exit(f"ERROR: {results_md}: missing (and {summary}); name the test sets with --sets and --in_domain")
-        args.sets = args.sets or sets
-        args.in_domain = args.in_domain if args.in_domain is not None else in_domain
     try:
-        runs, baseline_runs, from_folders = read_study(args.study_dir, args.seeds, args.models, args.sets,
-                                                       args.baseline_dir)
+        report = make_study_report(args.study_dir, args.seeds, args.models, args.sets, args.in_domain,
+                                   args.focus, args.primary, args.resamples, args.baseline_dir)
     except (FileNotFoundError, ValueError) as err:
         sys.exit(f"ERROR: {err}")
-    decodes = complete_decodes(runs + (baseline_runs or []), args.models)
-    if not decodes:
-        sys.exit(f"ERROR: no decoding of {args.sets} is scored for every model in every seed of "
-                 f"{args.study_dir} (run run_study.sh to the end first)")
-    primary = args.primary or next((d for d in decodes if "_lm_" in d and d.endswith(".ave")), decodes[0])
-    if primary not in decodes:
-        sys.exit(f"ERROR: --primary {primary}: not scored for every model and seed (have: {decodes})")
-    curves = draw_learning_curves(runs, args.models, args.study_dir / "learning_curves.png")
-    title = f"The ablation {args.study_dir.name}" if args.baseline_dir else None
-    report = study_report(runs, args.models, args.sets, args.in_domain, args.focus, primary,
-                          curves.name, args.resamples, baseline_runs, title)
-    write_text_whole(args.study_dir / "REPORT.md", report)
-    for run in runs:
-        if run.seed in from_folders:
-            write_seed_summary(summary_path(args.study_dir, run.seed), run, args.sets, args.in_domain)
     print(report)
 
 

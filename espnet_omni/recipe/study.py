@@ -20,9 +20,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
-from espnet_omni.recipe.results import macro_wer, paired_bootstrap
+from espnet_omni.recipe.results import macro_wer, paired_bootstrap, read_results_table
 from espnet_omni.recipe.scoring import UttErrors, read_utt_errors, wer
-from espnet_omni.whole_file import open_whole
+from espnet_omni.whole_file import open_whole, write_text_whole
 
 EPOCH_LINE = re.compile(r"(\d+)epoch results: (.*)$")
 
@@ -459,3 +459,53 @@ def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[
               "| claim | measured (focus minus other) | verdict |", "| --- | --- | --- |"]
     lines += [f"| {claim} | {measured} | {verdict} |" for claim, measured, verdict in claims]
     return "\n".join(lines) + "\n"
+
+
+def make_study_report(study_dir: Path, seeds: Sequence[int],
+                      models: Sequence[str] = ("dense_transformer", "switch", "omni_router"),
+                      sets: Optional[Sequence[str]] = None, in_domain: Optional[Sequence[str]] = None,
+                      focus: str = "omni_router", primary: Optional[str] = None, resamples: int = 1000,
+                      baseline_dir: Optional[Path] = None) -> str:
+    """Write ``study_dir``'s REPORT.md and learning_curves.png from its seeds (folders, else
+    summaries), and a summary of each seed read from its folder; returns the report.
+
+    ``sets`` and ``in_domain`` default to the columns of the first seed's RESULTS.md (or of its
+    summary); ``primary``, the decoding of the paired differences, to the first with an LM and
+    the averaged model. With ``baseline_dir`` (an ablation), a model missing from a seed's
+    folder is the baseline's of that seed.
+
+    Raises:
+        FileNotFoundError: a seed (or the baseline's) has neither folder nor summary.
+        ValueError: no decoding scored for every model and seed, or an unreadable summary.
+    """
+    study_dir = Path(study_dir)
+    if sets is None or in_domain is None:
+        results_md = study_dir / f"seed{seeds[0]}" / "RESULTS.md"
+        summary = summary_path(study_dir, seeds[0])
+        if results_md.exists():
+            cols, _ = read_results_table(results_md.read_text())
+            found_sets, found_in_domain = [c.set_id for c in cols], [c.set_id for c in cols if c.in_domain]
+        elif summary.exists():
+            _, found_sets, found_in_domain = read_seed_summary(summary)
+        else:
+            raise FileNotFoundError(f"{results_md}: missing (and {summary}); name the test sets and the "
+                                    "in-domain ones (--sets, --in_domain)")
+        sets = sets or found_sets
+        in_domain = in_domain if in_domain is not None else found_in_domain
+    runs, baseline_runs, from_folders = read_study(study_dir, seeds, models, sets, baseline_dir)
+    decodes = complete_decodes(runs + (baseline_runs or []), models)
+    if not decodes:
+        raise ValueError(f"no decoding of {list(sets)} is scored for every model in every seed of "
+                         f"{study_dir} (run run_study.sh to the end first)")
+    primary = primary or next((d for d in decodes if "_lm_" in d and d.endswith(".ave")), decodes[0])
+    if primary not in decodes:
+        raise ValueError(f"decoding {primary}: not scored for every model and seed (have: {decodes})")
+    curves = draw_learning_curves(runs, models, study_dir / "learning_curves.png")
+    title = f"The ablation {study_dir.name}" if baseline_dir is not None else None
+    report = study_report(runs, models, sets, in_domain, focus, primary, curves.name, resamples,
+                          baseline_runs, title)
+    write_text_whole(study_dir / "REPORT.md", report)
+    for run in runs:
+        if run.seed in from_folders:
+            write_seed_summary(summary_path(study_dir, run.seed), run, sets, in_domain)
+    return report

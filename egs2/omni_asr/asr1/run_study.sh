@@ -16,7 +16,7 @@
 # those models for every seed, seed 0 included, into study/<name>/ and reports them against the
 # baseline study's seeds, whose other models it shares: study/ (the seed folders, or the
 # summaries/ that make_study_report keeps of them), or --baseline_dir DIR (e.g.
-# ../../../docs/study/epyc, the repository's summaries). --asr_args "..." adds options to every
+# ../../../docs/study, the repository's summaries). --asr_args "..." adds options to every
 # training (use it with its own --study_dir). Options not listed here go to run.sh for every seed.
 set -euo pipefail
 
