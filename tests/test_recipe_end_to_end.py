@@ -213,7 +213,7 @@ def test_packed_models_are_evaluated_on_benchmark_sets_without_training(smoke, t
     assert "| omni_router | - | - |" in (exp / "eval" / "RESULTS.md").read_text()
 
 
-@pytest.mark.timeout(2400)
+@pytest.mark.timeout(3000)
 def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
     """run_study.sh: seed 0 is the smoke run's own models, seed 1 trains anew with --seed 1 on
     the shared statistics and LM; the report compares them."""
@@ -245,19 +245,24 @@ def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
     # What the report read of each seed, kept for when the seed folders are gone.
     assert sorted(p.name for p in (study / "summaries").iterdir()) == ["seed0.json.gz", "seed1.json.gz"]
 
-    # An ablation: the Omni-router alone, with router jitter and training noise, seed 1 against
-    # the baseline's seed 1, here a baseline kept as summaries only; Switch and the dense twin
-    # are the baseline's.
+    # An ablation of both MoE models with router jitter and training noise, trained one model per
+    # run (--ablation_models): first the Omni-router alone, seed 1 against the baseline's seed 1,
+    # here a baseline kept as summaries only; Switch and the dense twin are the baseline's.
     kept = root / "kept_baseline"
     shutil.copytree(study / "summaries", kept / "summaries")
     (root / "conf" / "ablation" / "noisy_jitter.yaml").write_text(
-        "models: [omni_router]\nconfig:\n  encoder_conf:\n    router_jitter: 0.01\n"
+        "models: [switch, omni_router]\nconfig:\n  encoder_conf:\n    router_jitter: 0.01\n"
         "  noise_scp: data/noise/wav.scp\n  noise_apply_prob: 0.5\n  noise_db_range: \"0_10\"\n")
-    proc = subprocess.run(["./run_study.sh", "--smoke", "true", "--python", sys.executable, "--seeds", "1",
-                           "--ablation", "conf/ablation/noisy_jitter.yaml", "--baseline_dir", str(kept)],
-                          cwd=root, capture_output=True, text=True, timeout=2400,
-                          env=dict(os.environ, PYTHONUNBUFFERED="1"))
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    def run_ablation(model):
+        proc = subprocess.run(["./run_study.sh", "--smoke", "true", "--python", sys.executable, "--seeds", "1",
+                               "--ablation", "conf/ablation/noisy_jitter.yaml", "--ablation_models", model,
+                               "--baseline_dir", str(kept)],
+                              cwd=root, capture_output=True, text=True, timeout=2400,
+                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    run_ablation("omni_router")
     ablation = study / "noisy_jitter" / "seed1"
     assert sorted(p.name for p in ablation.glob("asr_*") if not p.name.startswith("asr_stats")) == ["asr_omni_router"]
     config = yaml.safe_load((ablation / "asr_omni_router" / "config.yaml").read_text())
@@ -270,3 +275,16 @@ def test_study_over_two_seeds_reuses_the_prepared_run_and_reports(smoke):
     against = report.split("## Against the baseline")[1].split("\n## ")[0]
     assert "| omni_router | " in against and "| switch |" not in against
     assert "dense_transformer, switch: the baseline's own runs." in against
+
+    # Then Switch, by a second run into the same seed folder: the Omni-router is kept as trained,
+    # and the seed's results and routing analysis cover both models.
+    omni = digest(ablation / "asr_omni_router" / "valid.cer_ctc.best.pth")
+    run_ablation("switch")
+    assert digest(ablation / "asr_omni_router" / "valid.cer_ctc.best.pth") == omni
+    assert yaml.safe_load((ablation / "asr_switch" / "config.yaml").read_text())["encoder_conf"]["router_jitter"] == 0.01
+    assert list(json.loads((ablation / "routing" / "routing.json").read_text())["models"]) == ["switch", "omni_router"]
+    results = (ablation / "RESULTS.md").read_text()
+    assert "\n| switch | " in results and "\n| omni_router | " in results
+    against = (study / "noisy_jitter" / "REPORT.md").read_text().split("## Against the baseline")[1].split("\n## ")[0]
+    assert "| omni_router | " in against and "| switch | " in against
+    assert "dense_transformer: the baseline's own runs." in against

@@ -10,7 +10,8 @@
 #   ./run_study.sh                                  # seeds 0 1 2
 #   ./run_study.sh --seeds "0 1 2 3 4"
 #   ./run_study.sh --ablation conf/ablation/jitter.yaml --seeds "0 1"   # -> study/jitter/
-#   ./run_study.sh --ablation conf/ablation/jitter.yaml --ablation_models omni_router  # one model
+#   ./run_study.sh --ablation conf/ablation/jitter.yaml --ablation_models omni_router  # one model,
+#   ./run_study.sh --ablation conf/ablation/jitter.yaml --ablation_models switch  # then the other
 #   ./run_study.sh --smoke true --seeds "0 1"       # tiny models on the tiny corpus, under smoke/
 # An ablation (conf/ablation/*.yaml: the models it changes and their config options) trains
 # those models for every seed, seed 0 included, into study/<name>/ and reports them against the
@@ -45,7 +46,7 @@ while [ $# -gt 0 ]; do
         --asr_config_dir) config_dir=$2; shift 2 ;;
         --smoke) smoke=$2; passthrough+=("$1" "$2"); shift 2 ;;
         --python) python=$2; passthrough+=("$1" "$2"); shift 2 ;;
-        --help|-h) sed -n '2,20p' "$0"; exit 0 ;;
+        --help|-h) sed -n '2,21p' "$0"; exit 0 ;;
         *) passthrough+=("$1"); shift ;;
     esac
 done
@@ -103,15 +104,24 @@ for seed in ${seeds}; do
         done
     fi
     log "seed ${seed} -> ${dir}"
-    ./run.sh --stage 6 --stop_stage 10 "${passthrough[@]}" --expdir "${dir}" --models "${train_models}" \
+    ./run.sh --stage 6 --stop_stage 8 "${passthrough[@]}" --expdir "${dir}" --models "${train_models}" \
         --asr_config_dir "${config_dir}" --asr_args "--seed ${seed} ${asr_args}"
+    # The options given to run_study.sh come first so that these calls' stages win over its --stage.
     for decoding in "--use_lm false --inference_tool greedy_ctc" \
             "--use_lm false --inference_tool greedy_ctc --inference_model valid.cer_ctc.best.pth" \
             "--inference_model valid.cer_ctc.best.pth"; do
         # shellcheck disable=SC2086
-        ./run.sh --stage 7 --stop_stage 8 "${passthrough[@]}" --expdir "${dir}" --models "${train_models}" \
+        ./run.sh "${passthrough[@]}" --stage 7 --stop_stage 8 --expdir "${dir}" --models "${train_models}" \
             --asr_config_dir "${config_dir}" ${decoding}
     done
+    # RESULTS.md and routing/ cover every model of the seed's folder: an ablation's models may be
+    # trained there by separate runs (--ablation_models), and each run writes both files anew.
+    seed_models=()
+    for model in ${models}; do
+        if [ -d "${dir}/asr_${model}" ]; then seed_models+=("${model}"); fi
+    done
+    ./run.sh "${passthrough[@]}" --stage 9 --stop_stage 10 --expdir "${dir}" --models "${seed_models[*]}" \
+        --asr_config_dir "${config_dir}"
 done
 log "finished seeds ${seeds} in ${study_dir}"
 # shellcheck disable=SC2086
