@@ -334,7 +334,8 @@ def baseline_comparison(runs: Sequence[SeedRun], baseline_runs: Sequence[SeedRun
 
 def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output: Path) -> Path:
     """learning_curves.png: training CTC loss and validation CER per epoch, mean over seeds
-    with the band of their lowest and highest, the models in one figure."""
+    with the band of their lowest and highest, the models in one figure (an ablation's
+    unchanged models marked as the baseline's)."""
     from espnet_omni.extras import require_extra
 
     require_extra("matplotlib", "The study's learning curves")
@@ -352,7 +353,10 @@ def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output:
             if not epochs:
                 continue
             values = np.array([[c[e].get(phase, {}).get(key, np.nan) for e in epochs] for c in curves])
-            line, = ax.plot(epochs, np.nanmean(values, 0), label=model, marker=".")
+            # An ablation's unchanged models are the baseline's runs, trained without its change.
+            shared = any(model in r.from_baseline for r in runs)
+            line, = ax.plot(epochs, np.nanmean(values, 0), label=f"{model} (baseline)" if shared else model,
+                            marker=".")
             ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2,
                             color=line.get_color())
         ax.set_xlabel("epoch")
