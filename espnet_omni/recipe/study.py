@@ -306,6 +306,11 @@ def last_epoch_value(run: SeedRun, model: str, key: str = "loss_ctc", phase: str
     return curve[max(curve)].get(phase, {}).get(key)
 
 
+def baseline_models(runs: Sequence[SeedRun]) -> List[str]:
+    """An ablation's models that are the baseline's runs (unchanged by it), sorted."""
+    return sorted({m for r in runs for m in r.from_baseline})
+
+
 def baseline_comparison(runs: Sequence[SeedRun], baseline_runs: Sequence[SeedRun], models: Sequence[str],
                         decode: str, sets: Sequence[str], in_domain: Sequence[str]) -> List[str]:
     """Markdown rows: per model the ablation changed, its value minus the baseline's of the
@@ -318,8 +323,9 @@ def baseline_comparison(runs: Sequence[SeedRun], baseline_runs: Sequence[SeedRun
                 ("validation CER", lambda r, m: last_epoch_value(r, m, "cer_ctc", "valid"))]
     lines = ["| model | " + " | ".join(name for name, _ in measures) + " |",
              "| --- |" + " --- |" * len(measures)]
+    unchanged = baseline_models(runs)
     for model in models:
-        if any(model in r.from_baseline for r in runs):
+        if model in unchanged:
             continue
         cells = []
         for _, measure in measures:
@@ -343,6 +349,7 @@ def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output:
 
     import numpy as np
 
+    unchanged = baseline_models(runs)  # labelled as the baseline's: trained without the change
     fig = Figure(figsize=(10, 4), dpi=100, layout="constrained")
     panels = fig.subplots(1, 2)
     for ax, (phase, key, label) in zip(panels, (("train", "loss_ctc", "training CTC loss"),
@@ -353,10 +360,8 @@ def draw_learning_curves(runs: Sequence[SeedRun], models: Sequence[str], output:
             if not epochs:
                 continue
             values = np.array([[c[e].get(phase, {}).get(key, np.nan) for e in epochs] for c in curves])
-            # An ablation's unchanged models are the baseline's runs, trained without its change.
-            shared = any(model in r.from_baseline for r in runs)
-            line, = ax.plot(epochs, np.nanmean(values, 0), label=f"{model} (baseline)" if shared else model,
-                            marker=".")
+            line, = ax.plot(epochs, np.nanmean(values, 0), marker=".",
+                            label=f"{model} (baseline)" if model in unchanged else model)
             ax.fill_between(epochs, np.nanmin(values, 0), np.nanmax(values, 0), alpha=0.2,
                             color=line.get_color())
         ax.set_xlabel("epoch")
@@ -410,7 +415,7 @@ def study_report(runs: Sequence[SeedRun], models: Sequence[str], sets: Sequence[
     seed_word = "seeds" if len(runs) > 1 else "seed"
     lines = [f"# {title or 'The comparison'} over {len(runs)} training {seed_word} ({seeds})", ""]
     if baseline_runs is not None:
-        shared = sorted({m for r in runs for m in r.from_baseline})
+        shared = baseline_models(runs)
         lines += ["## Against the baseline", "",
                   f"Each changed model minus the baseline's trained with the same seed ({primary}): "
                   "mean over seeds with its 95% t interval, the baseline's mean in brackets."
